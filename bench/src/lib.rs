@@ -1,0 +1,1 @@
+//! Benchmark support: realistic frame generators shared by the criterion benches.

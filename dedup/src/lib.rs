@@ -1,0 +1,1 @@
+//! The deduplicator: merges the three gatherer streams into production (issue 5; not built yet).

@@ -1,0 +1,1 @@
+//! kdp runtime shared by every component: domain types, named limits, PostgreSQL helpers.

@@ -1,0 +1,1 @@
+//! The gatherer side of kdp: the Kalshi wire protocol, request signing and sessions.

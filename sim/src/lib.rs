@@ -1,0 +1,1 @@
+//! The Kalshi exchange simulator (issue 3; not built yet).
