@@ -1,0 +1,1 @@
+//! PostgreSQL helpers: the embedded private cluster and isolated test databases.
