@@ -729,6 +729,13 @@ mod tests {
     }
 
     #[test]
+    fn signer_and_verifier_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Signer>();
+        shareable::<Verifier>();
+    }
+
+    #[test]
     fn debug_shows_key_id_and_kind_only() {
         let signer = rfc8032_signer();
         let debug = format!("{signer:?}");
