@@ -4,4 +4,5 @@
 //! (that is `dedup`). It holds what several stages share: the normalized event model, the named
 //! bounds, and database plumbing.
 
+pub mod event;
 pub mod pg;

@@ -1,1 +1,7 @@
 //! The gatherer side of kdp: the Kalshi wire protocol, request signing and sessions.
+//!
+//! Only this crate knows Kalshi's wire format. Everything downstream sees the normalized events
+//! of `kdp_engine::event`.
+
+pub mod auth;
+pub mod wire;
