@@ -1,1 +1,29 @@
 //! PostgreSQL helpers: the embedded private cluster and isolated test databases.
+//!
+//! [`DatabaseServer::resolve`] picks the server: an explicit URL always wins, otherwise an
+//! [`EmbeddedPostgres`] cluster is started from the installed server binaries (found by
+//! [`BinSearch`]). [`testing::TestDatabase`] gives each test a database of its own.
+
+mod bindir;
+mod embedded;
+mod error;
+mod server;
+mod sys;
+pub mod testing;
+
+pub use bindir::BinSearch;
+pub use embedded::{EmbeddedOptions, EmbeddedPostgres, HOST, MAINTENANCE_DB, SUPERUSER};
+pub use error::PgError;
+pub use server::{DATABASE_URL_ENV, DatabaseServer, ExternalServer, database_url_from_env};
+
+/// Bytes of OS randomness in generated names: 64 bits make collisions across processes moot.
+const RANDOM_SUFFIX_BYTES: usize = 8;
+
+/// A random lowercase hex string for unique directory and database names.
+pub(crate) fn random_suffix() -> Result<String, PgError> {
+    let mut bytes = [0u8; RANDOM_SUFFIX_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        PgError::io("read random bytes from", "the OS", std::io::Error::other(e.to_string()))
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
