@@ -69,7 +69,11 @@ fn snapshot_legacy_cents() {
         "snapshot_legacy_cents",
         event(
             env(None, Some(1), Some(1)),
-            Event::Snapshot(BookSnapshot { market: "KXMLBGAME-25AUG12SDSF-SD", yes: &yes, no: &no }),
+            Event::Snapshot(BookSnapshot {
+                market: "KXMLBGAME-25AUG12SDSF-SD",
+                yes: &yes,
+                no: &no,
+            }),
         ),
     );
 }
@@ -84,7 +88,11 @@ fn snapshot_legacy_dollars_prefers_the_most_precise_field() {
         "snapshot_legacy_dollars",
         event(
             env(None, Some(1), Some(1)),
-            Event::Snapshot(BookSnapshot { market: "KXMLBGAME-25AUG12SDSF-SD", yes: &yes, no: &no }),
+            Event::Snapshot(BookSnapshot {
+                market: "KXMLBGAME-25AUG12SDSF-SD",
+                yes: &yes,
+                no: &no,
+            }),
         ),
     );
 }
@@ -143,7 +151,12 @@ fn delta_ts_ms_only_with_envelope_sending_time_and_own_order() {
     check(
         "delta_ts_ms_only",
         Frame {
-            envelope: Envelope { id: None, sid: Some(3), seq: Some(9), sending_ts_ms: Some(1_790_363_780_925) },
+            envelope: Envelope {
+                id: None,
+                sid: Some(3),
+                seq: Some(9),
+                sending_ts_ms: Some(1_790_363_780_925),
+            },
             message: Message::Event(Event::Delta(BookDelta {
                 market: "KXA-1",
                 side: Side::No,
@@ -401,7 +414,10 @@ fn ok_with_top_level_tickers_and_bare_ok() {
         "ok_top_level_tickers",
         Frame {
             envelope: env(Some(4), Some(1), Some(223)),
-            message: Message::Ok(OkReply { market_tickers: Some(vec!["KXA-1"]), subscriptions: None }),
+            message: Message::Ok(OkReply {
+                market_tickers: Some(vec!["KXA-1"]),
+                subscriptions: None,
+            }),
         },
     );
     check(
@@ -441,7 +457,11 @@ fn error_replies() {
         "error",
         Frame {
             envelope: env(Some(123), None, None),
-            message: Message::Error { code: 7, message: "Unknown subscription ID", market_ticker: None },
+            message: Message::Error {
+                code: 7,
+                message: "Unknown subscription ID",
+                market_ticker: None,
+            },
         },
     );
     check(

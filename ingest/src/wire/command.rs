@@ -171,8 +171,14 @@ impl<S: Serialize> Default for Params<'_, S> {
 
 /// Appends the JSON text of `command` to `out` (one WebSocket text frame).
 pub fn encode_command<S: Serialize>(command: &Command<'_, S>, out: &mut Vec<u8>) {
-    let wire = match command {
-        &Command::Subscribe { id, channels, ref markets, send_initial_snapshot, skip_ticker_ack } => {
+    let wire = match *command {
+        Command::Subscribe {
+            id,
+            channels,
+            ref markets,
+            send_initial_snapshot,
+            skip_ticker_ack,
+        } => {
             let mut p = Params {
                 channels: Some(channels),
                 send_initial_snapshot,
@@ -186,10 +192,12 @@ pub fn encode_command<S: Serialize>(command: &Command<'_, S>, out: &mut Vec<u8>)
             }
             Wire { id, cmd: "subscribe", params: Some(p) }
         }
-        &Command::Unsubscribe { id, sids } => {
-            Wire { id, cmd: "unsubscribe", params: Some(Params { sids: Some(sids), ..Params::default() }) }
-        }
-        &Command::UpdateSubscription { id, sid, market_tickers, action } => Wire {
+        Command::Unsubscribe { id, sids } => Wire {
+            id,
+            cmd: "unsubscribe",
+            params: Some(Params { sids: Some(sids), ..Params::default() }),
+        },
+        Command::UpdateSubscription { id, sid, market_tickers, action } => Wire {
             id,
             cmd: "update_subscription",
             params: Some(Params {
@@ -199,7 +207,7 @@ pub fn encode_command<S: Serialize>(command: &Command<'_, S>, out: &mut Vec<u8>)
                 ..Params::default()
             }),
         },
-        &Command::ListSubscriptions { id } => Wire { id, cmd: "list_subscriptions", params: None },
+        Command::ListSubscriptions { id } => Wire { id, cmd: "list_subscriptions", params: None },
     };
     // Serializing plain structs of strings and integers into a Vec cannot fail.
     let _ = serde_json::to_writer(out, &wire);

@@ -81,7 +81,8 @@ pub fn write_scaled(out: &mut String, value: i64, scale: u32) {
     if scale == 0 {
         let _ = write!(out, "{sign}{abs}");
     } else {
-        let _ = write!(out, "{sign}{}.{:0width$}", abs / pow_u, abs % pow_u, width = scale as usize);
+        let _ =
+            write!(out, "{sign}{}.{:0width$}", abs / pow_u, abs % pow_u, width = scale as usize);
     }
 }
 

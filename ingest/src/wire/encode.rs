@@ -57,7 +57,12 @@ pub fn encode_event(event: &Event<'_>, env: &Envelope, shape: Shape) -> Option<S
         Event::Delta(d) => {
             let _ = write!(out, r#"{{"market_ticker":"{}""#, d.market);
             if shape != Shape::Current {
-                let _ = write!(out, r#","price":{},"delta":{}"#, cents(d.price_micros)?, whole(d.delta_centi)?);
+                let _ = write!(
+                    out,
+                    r#","price":{},"delta":{}"#,
+                    cents(d.price_micros)?,
+                    whole(d.delta_centi)?
+                );
             }
             if shape != Shape::LegacyCents {
                 out.push_str(r#","price_dollars":""#);
@@ -133,10 +138,8 @@ pub fn encode_event(event: &Event<'_>, env: &Envelope, shape: Shape) -> Option<S
                 ("yes_bid_dollars", "yes_bid", t.yes_bid_micros),
                 ("yes_ask_dollars", "yes_ask", t.yes_ask_micros),
             ] {
-                if shape != Shape::Current {
-                    if let Some(p) = v {
-                        let _ = write!(out, r#","{legacy}":{}"#, cents(p)?);
-                    }
+                if let (true, Some(p)) = (shape != Shape::Current, v) {
+                    let _ = write!(out, r#","{legacy}":{}"#, cents(p)?);
                 }
                 if shape != Shape::LegacyCents {
                     match v {
@@ -176,9 +179,10 @@ pub fn encode_event(event: &Event<'_>, env: &Envelope, shape: Shape) -> Option<S
                 write_scaled(&mut out, v, 2);
                 out.push('"');
             }
-            for (name, v) in
-                [("dollar_volume", t.dollar_volume), ("dollar_open_interest", t.dollar_open_interest)]
-            {
+            for (name, v) in [
+                ("dollar_volume", t.dollar_volume),
+                ("dollar_open_interest", t.dollar_open_interest),
+            ] {
                 if let Some(v) = v {
                     let _ = write!(out, r#","{name}":{v}"#);
                 }
@@ -262,7 +266,7 @@ fn write_levels(
 
 /// Dollar text with 4 decimals when exact (Kalshi's usual), else 6.
 fn dollars(out: &mut String, micros: u32) {
-    if micros % 100 == 0 {
+    if micros.is_multiple_of(100) {
         write_scaled(out, i64::from(micros / 100), 4);
     } else {
         write_scaled(out, i64::from(micros), 6);
@@ -271,7 +275,7 @@ fn dollars(out: &mut String, micros: u32) {
 
 /// Legacy integer cents, when exact.
 fn cents(micros: u32) -> Option<u32> {
-    (micros % 10_000 == 0).then_some(micros / 10_000)
+    micros.is_multiple_of(10_000).then_some(micros / 10_000)
 }
 
 /// Legacy whole contracts, when exact.

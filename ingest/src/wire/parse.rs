@@ -123,7 +123,12 @@ fn is_null(v: Val<'_, '_>) -> bool {
 
 /// A decimal at `scale` decimals: a string (`"0.4200"`), or a JSON integer counted in the
 /// field's own unit (`int_scale`: 10^scale for whole dollars/contracts). Floats are refused.
-fn scaled(v: Val<'_, '_>, field: &'static str, scale: u32, int_unit: i64) -> Result<i64, ParseError> {
+fn scaled(
+    v: Val<'_, '_>,
+    field: &'static str,
+    scale: u32,
+    int_unit: i64,
+) -> Result<i64, ParseError> {
     match v.first() {
         Some(Node::String(s)) => parse_scaled(s.as_bytes(), scale).map_err(|e| match e {
             DecimalError::Syntax => ParseError::BadDecimal { field },
@@ -335,7 +340,10 @@ pub(super) fn frame<'a>(
     Ok((Frame { envelope, message }, yes_len))
 }
 
-fn msg_of<'t, 'a>(msg: Option<Val<'t, 'a>>, message: &'static str) -> Result<Val<'t, 'a>, ParseError> {
+fn msg_of<'t, 'a>(
+    msg: Option<Val<'t, 'a>>,
+    message: &'static str,
+) -> Result<Val<'t, 'a>, ParseError> {
     required(msg, message, "msg")
 }
 
@@ -368,7 +376,9 @@ fn delta<'a>(m: Val<'_, 'a>) -> Result<BookDelta<'a>, ParseError> {
     let price_micros = match (price_d, price_c) {
         (Some(v), _) => price_dollars(v, "price_dollars", PriceRange::Book)?,
         (None, Some(v)) => price_cents(v, "price", PriceRange::Book)?,
-        (None, None) => return Err(ParseError::MissingField { message: T, field: "price_dollars" }),
+        (None, None) => {
+            return Err(ParseError::MissingField { message: T, field: "price_dollars" });
+        }
     };
     let delta_centi = match (delta_fp, delta_i) {
         (Some(v), _) => size_fp(v, "delta_fp")?,
@@ -634,7 +644,10 @@ fn opt_int(v: Val<'_, '_>, field: &'static str) -> Result<Option<i64>, ParseErro
     if is_null(v) { Ok(None) } else { int(v, field).map(Some) }
 }
 
-fn market_lifecycle<'a>(m: Val<'_, 'a>, multivariate: bool) -> Result<MarketLifecycle<'a>, ParseError> {
+fn market_lifecycle<'a>(
+    m: Val<'_, 'a>,
+    multivariate: bool,
+) -> Result<MarketLifecycle<'a>, ParseError> {
     const T: &str = "market_lifecycle_v2";
     let (mut market, mut kind) = (None, None);
     let mut out = MarketLifecycle {
@@ -688,7 +701,10 @@ fn event_lifecycle<'a>(m: Val<'_, 'a>) -> Result<EventLifecycle<'a>, ParseError>
     })
 }
 
-fn ok_reply<'a>(msg: Option<Val<'_, 'a>>, top_tickers: Option<Val<'_, 'a>>) -> Result<OkReply<'a>, ParseError> {
+fn ok_reply<'a>(
+    msg: Option<Val<'_, 'a>>,
+    top_tickers: Option<Val<'_, 'a>>,
+) -> Result<OkReply<'a>, ParseError> {
     let mut reply = OkReply::default();
     let mut tickers = top_tickers;
     match msg.and_then(|m| m.first()) {

@@ -99,7 +99,8 @@ pub fn write_rfc3339(out: &mut String, ts_ns: i64, frac_digits: u32) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod / 60 % 60, sod % 60);
+    let _ =
+        write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod / 60 % 60, sod % 60);
     if frac_digits > 0 {
         let digits = frac_digits.min(9);
         let _ = write!(out, ".{:0w$}", frac / 10_i64.pow(9 - digits), w = digits as usize);
@@ -163,10 +164,16 @@ mod tests {
     fn known_instants() {
         assert_eq!(parse_rfc3339_ns(b"1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_rfc3339_ns(b"2026-09-25T19:16:20.921884Z"), Ok(1_790_363_780_921_884_000));
-        assert_eq!(parse_rfc3339_ns(b"2025-08-12T21:00:32.539836022Z"), Ok(1_755_032_432_539_836_022));
+        assert_eq!(
+            parse_rfc3339_ns(b"2025-08-12T21:00:32.539836022Z"),
+            Ok(1_755_032_432_539_836_022)
+        );
         assert_eq!(parse_rfc3339_ns(b"2022-11-22T20:44:01Z"), Ok(1_669_149_841_000_000_000));
         assert_eq!(parse_rfc3339_ns(b"2022-11-22T21:44:01.5+01:00"), Ok(1_669_149_841_500_000_000));
-        assert_eq!(parse_rfc3339_ns(b"2024-02-29T00:00:00.000000000000Z"), Ok(1_709_164_800_000_000_000));
+        assert_eq!(
+            parse_rfc3339_ns(b"2024-02-29T00:00:00.000000000000Z"),
+            Ok(1_709_164_800_000_000_000)
+        );
         assert_eq!(parse_rfc3339_ns(b"1969-12-31T23:59:59.999999999Z"), Ok(-1));
     }
 
@@ -178,7 +185,10 @@ mod tests {
         assert_eq!(parse_rfc3339_ns(b"2026-09-25T19:16:20.Z"), Err(TimeError::Syntax));
         assert_eq!(parse_rfc3339_ns(b"2026-13-25T19:16:20Z"), Err(TimeError::Syntax));
         assert_eq!(parse_rfc3339_ns(b"2026-09-25T24:16:20Z"), Err(TimeError::Syntax));
-        assert_eq!(parse_rfc3339_ns(b"2026-09-25T19:16:20.1234567891Z"), Err(TimeError::TooMuchPrecision));
+        assert_eq!(
+            parse_rfc3339_ns(b"2026-09-25T19:16:20.1234567891Z"),
+            Err(TimeError::TooMuchPrecision)
+        );
         assert_eq!(parse_rfc3339_ns(b"2026-09-25T19:16:20+0100"), Err(TimeError::Syntax));
         assert_eq!(parse_rfc3339_ns(b""), Err(TimeError::Syntax));
     }
