@@ -55,7 +55,7 @@ pub fn encode_event(event: &Event<'_>, env: &Envelope, shape: Shape) -> Option<S
     match event {
         Event::Snapshot(s) => snapshot(&mut out, s, shape)?,
         Event::Delta(d) => {
-            let _ = write!(out, r#"{{"market_ticker":"{}""#, d.market);
+            open_with(&mut out, "market_ticker", d.market);
             if shape != Shape::Current {
                 let _ = write!(
                     out,
@@ -81,12 +81,13 @@ pub fn encode_event(event: &Event<'_>, env: &Envelope, shape: Shape) -> Option<S
                 let _ = write!(out, r#","ts_ms":{}"#, d.ts_exch_ns.div_euclid(NS_PER_MS));
             }
             if let Some(c) = d.client_order_id {
-                let _ = write!(out, r#","client_order_id":"{c}""#);
+                str_field(&mut out, "client_order_id", c);
             }
             out.push('}');
         }
         Event::Trade(t) => {
-            let _ = write!(out, r#"{{"trade_id":"{}","market_ticker":"{}""#, t.trade_id, t.market);
+            open_with(&mut out, "trade_id", t.trade_id);
+            str_field(&mut out, "market_ticker", t.market);
             if shape != Shape::Current {
                 let _ = write!(
                     out,
@@ -132,7 +133,7 @@ pub fn encode_event(event: &Event<'_>, env: &Envelope, shape: Shape) -> Option<S
             out.push('}');
         }
         Event::Ticker(t) => {
-            let _ = write!(out, r#"{{"market_ticker":"{}""#, t.market);
+            open_with(&mut out, "market_ticker", t.market);
             for (name, legacy, v) in [
                 ("price_dollars", "price", t.price_micros),
                 ("yes_bid_dollars", "yes_bid", t.yes_bid_micros),
@@ -208,7 +209,7 @@ pub fn encode_event(event: &Event<'_>, env: &Envelope, shape: Shape) -> Option<S
 }
 
 fn snapshot(out: &mut String, s: &BookSnapshot<'_>, shape: Shape) -> Option<()> {
-    let _ = write!(out, r#"{{"market_ticker":"{}""#, s.market);
+    open_with(out, "market_ticker", s.market);
     for (side, levels) in [("yes", s.yes), ("no", s.no)] {
         if levels.is_empty() {
             continue;
@@ -303,7 +304,9 @@ pub fn market_lifecycle_payload(m: &MarketLifecycle<'_>) -> String {
         LifecycleKind::MetadataUpdated => "metadata_updated",
         LifecycleKind::Other(s) => s,
     };
-    let mut out = format!(r#"{{"market_ticker":"{}","event_type":"{kind}""#, m.market);
+    let mut out = String::with_capacity(128);
+    open_with(&mut out, "market_ticker", m.market);
+    str_field(&mut out, "event_type", kind);
     for (name, v) in [
         ("open_ts", m.open_ts_s),
         ("close_ts", m.close_ts_s),
@@ -315,7 +318,7 @@ pub fn market_lifecycle_payload(m: &MarketLifecycle<'_>) -> String {
         }
     }
     if let Some(r) = m.result {
-        let _ = write!(out, r#","result":"{r}""#);
+        str_field(&mut out, "result", r);
     }
     if let Some(v) = m.settlement_value_micros {
         out.push_str(r#","settlement_value":""#);
@@ -323,8 +326,39 @@ pub fn market_lifecycle_payload(m: &MarketLifecycle<'_>) -> String {
         out.push('"');
     }
     if let Some(p) = m.price_level_structure {
-        let _ = write!(out, r#","price_level_structure":"{p}""#);
+        str_field(&mut out, "price_level_structure", p);
     }
     out.push('}');
     out
+}
+
+/// Writes `s` as a JSON string literal, escaping quotes, backslashes and control characters.
+pub(super) fn write_json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `,"name":` followed by `value` as a JSON string.
+fn str_field(out: &mut String, name: &str, value: &str) {
+    let _ = write!(out, r#","{name}":"#);
+    write_json_str(value, out);
+}
+
+/// `{"name":` followed by `value` as a JSON string: the start of a `msg` object.
+fn open_with(out: &mut String, name: &str, value: &str) {
+    let _ = write!(out, r#"{{"{name}":"#);
+    write_json_str(value, out);
 }

@@ -12,6 +12,7 @@ use kdp_engine::event::{
 use simd_json::{Node, StaticNode};
 
 use super::decimal::{DecimalError, parse_scaled};
+use super::encode::write_json_str;
 use super::time::{TimeError, parse_rfc3339};
 use super::{Envelope, Frame, Message, OkReply, ParseError, SubscriptionInfo};
 
@@ -225,7 +226,7 @@ impl TimePick {
         match v.first() {
             Some(Node::String(s)) => {
                 let (ns, digits) = parse_rfc3339(s.as_bytes()).map_err(|e| match e {
-                    TimeError::Syntax | TimeError::TooMuchPrecision => {
+                    TimeError::Syntax | TimeError::TooMuchPrecision | TimeError::OutOfRange => {
                         ParseError::BadTimestamp { field }
                     }
                 })?;
@@ -799,23 +800,4 @@ fn write_json(v: Val<'_, '_>, out: &mut String) -> usize {
         }
     }
     span(node)
-}
-
-fn write_json_str(s: &str, out: &mut String) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }

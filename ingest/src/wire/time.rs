@@ -11,6 +11,8 @@ pub enum TimeError {
     Syntax,
     /// Nonzero digits below one nanosecond.
     TooMuchPrecision,
+    /// Valid, but outside what ns since the epoch in an `i64` can hold (years 1677..=2262).
+    OutOfRange,
 }
 
 const NS_PER_S: i64 = 1_000_000_000;
@@ -87,7 +89,8 @@ pub fn parse_rfc3339(text: &[u8]) -> Result<(i64, u32), TimeError> {
     };
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
-    Ok((secs * NS_PER_S + frac_ns, frac_digits))
+    let ns = secs.checked_mul(NS_PER_S).and_then(|ns| ns.checked_add(frac_ns));
+    Ok((ns.ok_or(TimeError::OutOfRange)?, frac_digits))
 }
 
 /// Writes ns since the epoch as RFC 3339 UTC with `frac_digits` fraction digits (0..=9),
@@ -191,6 +194,9 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ns(b"2026-09-25T19:16:20+0100"), Err(TimeError::Syntax));
         assert_eq!(parse_rfc3339_ns(b""), Err(TimeError::Syntax));
+        assert_eq!(parse_rfc3339_ns(b"1011-11-22T20:44:01Z"), Err(TimeError::OutOfRange));
+        assert_eq!(parse_rfc3339_ns(b"2263-01-01T00:00:00Z"), Err(TimeError::OutOfRange));
+        assert_eq!(parse_rfc3339_ns(b"2262-04-11T23:47:16.854775807Z"), Ok(i64::MAX));
     }
 
     #[test]
