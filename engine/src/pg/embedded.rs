@@ -117,10 +117,20 @@ impl EmbeddedPostgres {
     /// Finds the binaries, prepares the root, runs `initdb` if needed and starts the server,
     /// returning once it accepts connections.
     pub fn start(options: EmbeddedOptions) -> Result<Self, PgError> {
+        Self::start_with_ports(options, &mut free_port)
+    }
+
+    /// `start`, taking ports from `pick_port` (tests inject a taken port to exercise retries).
+    fn start_with_ports(
+        options: EmbeddedOptions,
+        pick_port: PortPicker<'_>,
+    ) -> Result<Self, PgError> {
         let bin_dir = options.bin_search.find()?;
         let user = ServerUser::for_this_process()?;
         match options.root {
-            Some(root) => Self::start_in(&bin_dir, &user, prepare_root(&root, &user)?, false),
+            Some(root) => {
+                Self::start_in(&bin_dir, &user, prepare_root(&root, &user)?, false, pick_port)
+            }
             None => {
                 let temp = std::env::temp_dir();
                 remove_stale_ephemeral_roots(&temp);
@@ -130,7 +140,7 @@ impl EmbeddedPostgres {
                     random_suffix()?
                 ));
                 let root = prepare_root(&root, &user)?;
-                let started = Self::start_in(&bin_dir, &user, root.clone(), true);
+                let started = Self::start_in(&bin_dir, &user, root.clone(), true, pick_port);
                 if started.is_err() {
                     remove_root(&root);
                 }
@@ -144,13 +154,14 @@ impl EmbeddedPostgres {
         user: &ServerUser,
         root: PathBuf,
         ephemeral: bool,
+        pick_port: PortPicker<'_>,
     ) -> Result<Self, PgError> {
         let layout = Layout::new(&root)?;
         make_private_dir(&layout.sock, user)?;
         if !layout.data.join("PG_VERSION").is_file() {
             run_initdb(bin_dir, user, &layout, ephemeral)?;
         }
-        let (process, port) = launch(bin_dir, user, &layout, ephemeral)?;
+        let (process, port) = launch(bin_dir, user, &layout, ephemeral, pick_port)?;
         tracing::info!(pid = process.pid, port, root = %root.display(), ephemeral, "embedded PostgreSQL ready");
         Ok(Self {
             root,
@@ -321,6 +332,7 @@ fn remove_root(root: &Path) {
 /// Paths inside a cluster root.
 #[derive(Debug)]
 struct Layout {
+    root: PathBuf,
     data: PathBuf,
     sock: PathBuf,
     log: PathBuf,
@@ -338,7 +350,12 @@ impl Layout {
                 max: SOCKET_PATH_MAX_BYTES,
             });
         }
-        Ok(Self { data: root.join("data"), sock, log: root.join("postgres.log") })
+        Ok(Self {
+            root: root.to_owned(),
+            data: root.join("data"),
+            sock,
+            log: root.join("postgres.log"),
+        })
     }
 }
 
@@ -354,7 +371,7 @@ fn run_initdb(
         .arg("-D")
         .arg(&layout.data)
         .args(["-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
-        .current_dir(layout.data.parent().unwrap_or(Path::new("/")))
+        .current_dir(&layout.root)
         .stdin(Stdio::null());
     if ephemeral {
         command.arg("--no-sync");
@@ -379,6 +396,7 @@ fn launch(
     user: &ServerUser,
     layout: &Layout,
     ephemeral: bool,
+    pick_port: PortPicker<'_>,
 ) -> Result<(ServerProcess, u16), PgError> {
     let mut log = OpenOptions::new()
         .create(true)
@@ -389,19 +407,17 @@ fn launch(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let port = free_port()?;
+        let port = pick_port()?;
         let log_start =
             log.seek(SeekFrom::End(0)).map_err(|e| PgError::io("seek", &layout.log, e))?;
         let command = server_command(bin_dir, user, layout, ephemeral, port, &log)?;
         let mut process = ServerProcess::spawn(command)?;
-        let outcome = wait_ready(&mut process, port);
+        let outcome = wait_ready(&mut process, &layout.sock, port);
         let log_text = read_from(&mut log, log_start);
         match outcome {
             Readiness::Ready => return Ok((process, port)),
             Readiness::Exited(status) => {
-                let port_taken = log_text.contains("Address already in use")
-                    || log_text.contains("could not create any TCP/IP sockets");
-                if !port_taken {
+                if !port_was_taken(&log_text) {
                     return Err(PgError::ServerExited {
                         status,
                         log: layout.log.clone(),
@@ -453,10 +469,13 @@ fn server_command(
         .arg(format!("listen_addresses={HOST}"))
         .arg("-c")
         .arg(format!("max_connections={MAX_CONNECTIONS}"))
-        .current_dir(layout.data.parent().unwrap_or(Path::new("/")))
+        .current_dir(&layout.root)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(stderr);
+        .stderr(stderr)
+        // Its own process group, so a terminal's Ctrl-C reaches only kdp, which then stops the
+        // server last, after its own orderly shutdown has flushed to it.
+        .process_group(0);
     if ephemeral {
         // Test clusters trade crash safety for speed; persistent clusters stay durable.
         for setting in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
@@ -466,6 +485,14 @@ fn server_command(
     user.apply(&mut command);
     sys::die_with_parent(&mut command);
     Ok(command)
+}
+
+/// Source of ports to try, one per start attempt.
+type PortPicker<'a> = &'a mut dyn FnMut() -> Result<u16, PgError>;
+
+/// True if the server log says it lost its port to another process.
+fn port_was_taken(log_text: &str) -> bool {
+    log_text.contains("Address already in use")
 }
 
 /// A port that was free a moment ago: the kernel's pick for a socket bound to port 0.
@@ -483,8 +510,19 @@ enum Readiness {
 }
 
 /// Polls connections until one succeeds, the server exits, or `READY_TIMEOUT` passes.
-fn wait_ready(process: &mut ServerProcess, port: u16) -> Readiness {
-    let config = connection_config(port, MAINTENANCE_DB);
+///
+/// Probes go through the private unix socket, never TCP: if another process took the port, a
+/// TCP probe would reach *it* and could wait forever for a PostgreSQL handshake, while the
+/// socket in `sock_dir` can only be our server's. The postmaster creates it after binding TCP,
+/// so an answer there also means the port is ours.
+fn wait_ready(process: &mut ServerProcess, sock_dir: &Path, port: u16) -> Readiness {
+    let mut config = postgres::Config::new();
+    config
+        .host_path(sock_dir)
+        .port(port)
+        .user(SUPERUSER)
+        .dbname(MAINTENANCE_DB)
+        .connect_timeout(CONNECT_TIMEOUT);
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(status) = process.poll_exit() {
@@ -686,6 +724,27 @@ mod tests {
         let root = PathBuf::from(format!("/tmp/{}", "d".repeat(80)));
         let err = Layout::new(&root).expect_err("too long");
         assert!(matches!(err, PgError::SocketPathTooLong { len: 105, max: 100, .. }), "{err}");
+    }
+
+    #[test]
+    fn retries_on_a_fresh_port_when_the_first_is_taken() {
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let taken_port = taken.local_addr().expect("addr").port();
+        let mut offered = vec![taken_port];
+        let mut picker = || offered.pop().map_or_else(free_port, Ok);
+        let pg = EmbeddedPostgres::start_with_ports(EmbeddedOptions::ephemeral(), &mut picker)
+            .expect("second attempt starts");
+        assert_ne!(pg.port(), taken_port);
+        let log = fs::read_to_string(pg.root().join("postgres.log")).expect("log");
+        assert!(port_was_taken(&log), "{log}");
+        let one: i32 = pg
+            .config(MAINTENANCE_DB)
+            .connect(postgres::NoTls)
+            .expect("connect")
+            .query_one("SELECT 1", &[])
+            .expect("query")
+            .get(0);
+        assert_eq!(one, 1);
     }
 
     #[test]

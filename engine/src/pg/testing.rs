@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::server::{connect, describe};
+use super::server::connect;
 use super::{DatabaseServer, EmbeddedOptions, PgError, database_url_from_env, random_suffix, sys};
 
 /// The process-wide test server, or why it could not be started (reported to every test).
@@ -105,7 +105,7 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         let dropped = connect(&self.admin).and_then(|mut client| {
-            client.batch_execute(&sql).map_err(|e| PgError::postgres(describe(&self.admin), e))
+            client.batch_execute(&sql).map_err(|e| PgError::postgres(sql.as_str(), e))
         });
         if let Err(error) = dropped {
             tracing::warn!(%error, database = %self.name, "could not drop test database");
