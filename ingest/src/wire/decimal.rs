@@ -16,10 +16,6 @@ pub enum DecimalError {
     Overflow,
 }
 
-/// Largest number of integer digits accepted; far above any price or size, and small enough that
-/// `digits × 10^scale` cannot overflow an `i64` for the scales used here (≤ 6).
-const INT_DIGITS_MAX: usize = 12;
-
 /// Parses `text` as a decimal and returns it multiplied by `10^scale`, exactly.
 ///
 /// Accepts an optional sign, integer digits, and an optional fraction (`"5"`, `"-0.25"`,
@@ -43,20 +39,21 @@ pub fn parse_scaled(text: &[u8], scale: u32) -> Result<i64, DecimalError> {
     if int_part.is_empty() {
         return Err(DecimalError::Syntax);
     }
-    if int_part.len() > INT_DIGITS_MAX {
-        return Err(DecimalError::Overflow);
-    }
     let mut value: i64 = 0;
+    let mut push = |d: i64| -> Result<(), DecimalError> {
+        value =
+            value.checked_mul(10).and_then(|v| v.checked_add(d)).ok_or(DecimalError::Overflow)?;
+        Ok(())
+    };
     for &b in int_part {
-        value = value * 10 + digit(b)?;
+        push(digit(b)?)?;
     }
     let scale = scale as usize;
     for i in 0..scale {
-        let d = match frac_part.get(i) {
+        push(match frac_part.get(i) {
             Some(&b) => digit(b)?,
             None => 0,
-        };
-        value = value * 10 + d;
+        })?;
     }
     for &b in frac_part.iter().skip(scale) {
         if digit(b)? != 0 {
@@ -103,6 +100,8 @@ mod tests {
         assert_eq!(parse_scaled(b"0", 2), Ok(0));
         assert_eq!(parse_scaled(b"-0.00", 2), Ok(0));
         assert_eq!(parse_scaled(b"12.5000000", 2), Ok(1250));
+        assert_eq!(parse_scaled(b"92233720368547758.07", 2), Ok(i64::MAX));
+        assert_eq!(parse_scaled(b"10000000000000.00", 2), Ok(1_000_000_000_000_000));
     }
 
     #[test]
@@ -117,7 +116,8 @@ mod tests {
         assert_eq!(parse_scaled(b"--1", 2), Err(DecimalError::Syntax));
         assert_eq!(parse_scaled(b"0.1234567", 6), Err(DecimalError::TooMuchPrecision));
         assert_eq!(parse_scaled(b"1.005", 2), Err(DecimalError::TooMuchPrecision));
-        assert_eq!(parse_scaled(b"1234567890123", 2), Err(DecimalError::Overflow));
+        assert_eq!(parse_scaled(b"92233720368547758.08", 2), Err(DecimalError::Overflow));
+        assert_eq!(parse_scaled(b"99999999999999999999", 0), Err(DecimalError::Overflow));
     }
 
     #[test]

@@ -238,10 +238,14 @@ impl FrameParser {
             return Err(ParseError::TooLarge { len: frame.len() });
         }
         let Self { input, buffers, tape, levels } = self;
-        input.clear();
-        input.extend_from_slice(frame);
-        input.resize(frame.len() + INPUT_PADDING, 0);
-        let input: &'p mut [u8] = input;
+        // simd-json reads up to INPUT_PADDING bytes past the document; their content does not
+        // matter, so the buffer only grows (zero-filled) and is never cleared.
+        let padded_len = frame.len() + INPUT_PADDING;
+        if input.len() < padded_len {
+            input.resize(padded_len, 0);
+        }
+        let input: &'p mut [u8] = &mut input[..padded_len];
+        input[..frame.len()].copy_from_slice(frame);
         let mut nodes: Tape<'p> = tape.take().unwrap_or_else(Tape::null).reset();
         levels.clear();
         let parsed = match simd_json::fill_tape_padded(input, frame.len(), buffers, &mut nodes) {

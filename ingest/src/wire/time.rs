@@ -25,24 +25,31 @@ pub fn parse_rfc3339_ns(text: &[u8]) -> Result<i64, TimeError> {
 /// Parses an RFC 3339 timestamp into (ns since the epoch, number of fraction digits written).
 /// The digit count tells the precision the sender had, so the finest of several times can win.
 pub fn parse_rfc3339(text: &[u8]) -> Result<(i64, u32), TimeError> {
-    // Fixed part: YYYY-MM-DDTHH:MM:SS (19 bytes).
+    // Fixed part: YYYY-MM-DDTHH:MM:SS (19 bytes), then a fraction and/or a zone (≥ 1 byte).
+    let Some((fixed, _)) = text.split_first_chunk::<19>() else {
+        return Err(TimeError::Syntax);
+    };
     if text.len() < 20 {
         return Err(TimeError::Syntax);
     }
-    let year = num(&text[0..4])?;
-    let month = num(&text[5..7])?;
-    let day = num(&text[8..10])?;
-    let hour = num(&text[11..13])?;
-    let minute = num(&text[14..16])?;
-    let second = num(&text[17..19])?;
-    if text[4] != b'-'
-        || text[7] != b'-'
-        || !matches!(text[10], b'T' | b't')
-        || text[13] != b':'
-        || text[16] != b':'
+    // Every digit position at once: any non-digit wraps to a value above 9.
+    const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if DIGITS.iter().any(|&i| fixed[i].wrapping_sub(b'0') > 9)
+        || fixed[4] != b'-'
+        || fixed[7] != b'-'
+        || !matches!(fixed[10], b'T' | b't')
+        || fixed[13] != b':'
+        || fixed[16] != b':'
     {
         return Err(TimeError::Syntax);
     }
+    let d = |i: usize| i64::from(fixed[i] - b'0');
+    let year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3);
+    let month = d(5) * 10 + d(6);
+    let day = d(8) * 10 + d(9);
+    let hour = d(11) * 10 + d(12);
+    let minute = d(14) * 10 + d(15);
+    let second = d(17) * 10 + d(18);
     if !(1..=12).contains(&month)
         || day < 1
         || day > days_in_month(year, month)
