@@ -1,0 +1,1530 @@
+//! The simulator's REST read API: Kalshi's `/trade-api/v2` market-data endpoints over the
+//! exchange the hub task owns, in the current (post 2026-03-12) response shapes.
+//!
+//! Flow of one request: rate limiter (token bucket, injectable clock) → fault hooks (forced
+//! 429/500/503 bursts) → parameter parsing (400 with the error body) → a closure run inside the
+//! exchange task through [`ExchangeQuery`] that builds the owned response from a [`MarketView`]
+//! → JSON serialisation outside the exchange task.
+//!
+//! The response builders (`*_page`, `market_response`, `orderbook_response`, ...) are pure
+//! functions of a [`MarketView`] and typed parameters, so they are tested without a server.
+//!
+//! Units inside: prices in micro-dollars, sizes in hundredths of a contract, times in ns since
+//! the epoch (see `market::model`). On the wire: `*_dollars` 4-dp strings, `*_fp` 2-dp
+//! strings, RFC 3339 UTC times.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+
+use crate::market::model::{
+    BookLevels, BookSide, DOLLAR_MICROS, EventId, EventInfo, MarketId, MarketInfo, MarketStatus,
+    PriceGrid, SeriesId, SeriesInfo, Side,
+};
+
+/// Path prefix of every endpoint, as on Kalshi.
+pub const API_PREFIX: &str = "/trade-api/v2";
+
+/// `GET /markets` and `GET /markets/trades` page size when `limit` is omitted or 0 (Kalshi's
+/// default).
+pub const MARKETS_LIMIT_DEFAULT: u32 = 100;
+/// Largest `limit` `GET /markets` and `GET /markets/trades` accept (Kalshi's bound; above it
+/// Kalshi answers 400).
+pub const MARKETS_LIMIT_MAX: u32 = 1000;
+/// `GET /events` page size when `limit` is omitted; also its maximum (Kalshi's bound).
+pub const EVENTS_LIMIT_MAX: u32 = 200;
+/// Deepest `depth` the orderbook endpoint accepts (Kalshi: 1–100, 0 = all levels).
+pub const ORDERBOOK_DEPTH_MAX: u32 = 100;
+/// Most tickers one `tickers=` filter may name: bounds the work of one request the way the
+/// page size bounds a catalog scan (Kalshi publishes no bound; 1000 = one full page).
+pub const TICKERS_FILTER_MAX: usize = 1000;
+
+/// Default read budget in requests per second: Kalshi's Basic tier (200 tokens/s at the
+/// default cost of 10 tokens a request, ≈ 20 GET/s; before 2026-04 it was 20 req/s flat).
+pub const READ_REFILL_PER_S_DEFAULT: u32 = 20;
+/// Default bucket capacity in requests: Basic read buckets hold 2 s of budget.
+pub const READ_CAPACITY_DEFAULT: u32 = 2 * READ_REFILL_PER_S_DEFAULT;
+
+/// Body of every 429, exactly as Kalshi sends it (no `Retry-After`, no `X-RateLimit-*`).
+pub const TOO_MANY_REQUESTS_BODY: &str = r#"{"error":"too many requests"}"#;
+
+/// Settlement delay reported while the engine has not yet both determined and settled a market
+/// (Kalshi's most common `settlement_timer_seconds` for daily markets is on the order of
+/// minutes; 300 s is a representative value, not a modelled one).
+pub const SETTLEMENT_TIMER_S_DEFAULT: i64 = 300;
+/// `latest_expiration_time` = close time + this: Kalshi sets the latest possible expiration
+/// days after the scheduled close; the engine does not model expiration delays.
+pub const LATEST_EXPIRATION_AFTER_CLOSE_NS: i64 = 7 * 86_400 * NS_PER_S;
+
+const NS_PER_S: i64 = 1_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// What the REST layer reads, and how it reaches the exchange task.
+// ---------------------------------------------------------------------------------------------
+
+/// One execution as the trades endpoint lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeRecord {
+    /// The trade's global exchange sequence number: the paging key (newer trades are higher).
+    pub exch_seq: u64,
+    /// Execution time, ns since the epoch.
+    pub ts_ns: i64,
+    /// Market.
+    pub market: MarketId,
+    /// Exchange-wide unique id, rendered as a UUID.
+    pub trade_id: [u8; 16],
+    /// YES price; NO price = $1 − YES price.
+    pub yes_price_micros: u32,
+    /// Contracts, in hundredths.
+    pub count_centi: i64,
+    /// The outcome the taker bought.
+    pub taker_side: Side,
+    /// The book side the taker hit.
+    pub taker_book_side: BookSide,
+}
+
+/// The read-only view of the exchange the REST builders need. Implemented by the engine's
+/// `Exchange` (and by test fixtures).
+pub trait MarketView {
+    /// Exchange time now, ns since the epoch.
+    fn now_ns(&self) -> i64;
+    /// The market catalog, indexed by `MarketId` (append-only, so ids are stable).
+    fn markets(&self) -> &[MarketInfo];
+    /// The event catalog, indexed by `EventId`.
+    fn events(&self) -> &[EventInfo];
+    /// The series catalog, indexed by `SeriesId`.
+    fn series(&self) -> &[SeriesInfo];
+    /// The id of the market with this ticker.
+    fn market_id(&self, ticker: &str) -> Option<MarketId>;
+    /// The market's two bid ladders, ascending (best last), at most `depth` best levels a side
+    /// (`0` = all).
+    fn book(&self, market: MarketId, depth: usize) -> BookLevels;
+    /// Recent trades, newest first, starting at the newest trade with `exch_seq <=
+    /// at_or_before_seq` (all when `None`). May be bounded (a ring): older trades drop out.
+    fn trades_newest_first(
+        &self,
+        at_or_before_seq: Option<u64>,
+    ) -> impl Iterator<Item = TradeRecord> + '_;
+}
+
+/// Runs a closure against the exchange inside the task that owns it. The hub's handle
+/// implements this; `None` means the hub is gone (the endpoint answers 503).
+pub trait ExchangeQuery: Clone + Send + Sync + 'static {
+    /// The exchange type the closure sees.
+    type View: MarketView;
+    /// Runs `f` on the exchange and returns its result.
+    fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self::View) -> R + Send + 'static,
+    ) -> impl Future<Output = Option<R>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration, rate limiter and its clock.
+// ---------------------------------------------------------------------------------------------
+
+/// The clock the rate limiter refills by.
+#[derive(Debug, Clone)]
+pub enum RestClock {
+    /// Monotonic wall time from when the router was built.
+    Monotonic(Instant),
+    /// A clock the test (or the simulator's virtual time) sets explicitly.
+    Manual(ManualClock),
+}
+
+impl RestClock {
+    /// A monotonic clock starting now.
+    pub fn monotonic() -> RestClock {
+        RestClock::Monotonic(Instant::now())
+    }
+
+    fn now_ns(&self) -> i64 {
+        match self {
+            RestClock::Monotonic(start) => {
+                i64::try_from(start.elapsed().as_nanos()).unwrap_or(i64::MAX)
+            }
+            RestClock::Manual(clock) => clock.now_ns(),
+        }
+    }
+}
+
+/// A settable clock (ns) shared between the limiter and whoever drives it.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock at 0 ns.
+    pub fn new() -> ManualClock {
+        ManualClock::default()
+    }
+    /// Current reading.
+    pub fn now_ns(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Moves the clock forward by `ns`.
+    pub fn advance_ns(&self, ns: i64) {
+        self.0.fetch_add(ns, Ordering::SeqCst);
+    }
+}
+
+/// Read rate limit: a token bucket of `capacity` requests refilled at `refill_per_s`.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Bucket size in requests (the largest burst).
+    pub capacity: u32,
+    /// Requests added per second.
+    pub refill_per_s: u32,
+    /// Refill clock.
+    pub clock: RestClock,
+}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit {
+            capacity: READ_CAPACITY_DEFAULT,
+            refill_per_s: READ_REFILL_PER_S_DEFAULT,
+            clock: RestClock::monotonic(),
+        }
+    }
+}
+
+/// REST server configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RestConfig {
+    /// Read rate limit in front of every endpoint; `None` disables it.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Token bucket in nano-tokens: a request costs `NS_PER_S` units and every elapsed ns adds
+/// `refill_per_s` units, so refill is exact in integers.
+#[derive(Debug)]
+struct TokenBucket {
+    capacity_units: i64,
+    refill_per_s: i64,
+    clock: RestClock,
+    state: Mutex<BucketState>,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    units: i64,
+    last_ns: i64,
+}
+
+impl TokenBucket {
+    fn new(limit: &RateLimit) -> TokenBucket {
+        let capacity_units = i64::from(limit.capacity).saturating_mul(NS_PER_S);
+        TokenBucket {
+            capacity_units,
+            refill_per_s: i64::from(limit.refill_per_s),
+            state: Mutex::new(BucketState { units: capacity_units, last_ns: limit.clock.now_ns() }),
+            clock: limit.clock.clone(),
+        }
+    }
+
+    /// Takes one request's worth of tokens; `false` when the bucket is short (nothing taken).
+    fn try_take(&self) -> bool {
+        let now_ns = self.clock.now_ns();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let elapsed_ns = now_ns.saturating_sub(state.last_ns).max(0);
+        state.last_ns = state.last_ns.max(now_ns);
+        let added = elapsed_ns.saturating_mul(self.refill_per_s);
+        state.units = state.units.saturating_add(added).min(self.capacity_units);
+        if state.units >= NS_PER_S {
+            state.units -= NS_PER_S;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault hooks and the exchange-status switches.
+// ---------------------------------------------------------------------------------------------
+
+/// A forced failure answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestFault {
+    /// 429 with Kalshi's rate-limit body.
+    TooManyRequests,
+    /// 500 with the error body.
+    InternalError,
+    /// 503 with the error body.
+    ServiceUnavailable,
+}
+
+/// What `GET /exchange/status` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeStatusFlags {
+    /// `exchange_active`: false during maintenance.
+    pub exchange_active: bool,
+    /// `trading_active`: false outside trading hours or during a pause.
+    pub trading_active: bool,
+    /// `exchange_estimated_resume_time` (ns since the epoch), when paused.
+    pub estimated_resume_ns: Option<i64>,
+}
+
+impl Default for ExchangeStatusFlags {
+    fn default() -> ExchangeStatusFlags {
+        ExchangeStatusFlags {
+            exchange_active: true,
+            trading_active: true,
+            estimated_resume_ns: None,
+        }
+    }
+}
+
+/// Fault switches shared between the REST server and the simulator's control plane (cheap
+/// clone). Forced failures are queued bursts: `fail_next(3, ServiceUnavailable)` then
+/// `fail_next(2, TooManyRequests)` answers the next three requests with 503 and the two after
+/// with 429. Requests the rate limiter refuses do not consume a forced failure.
+#[derive(Debug, Clone, Default)]
+pub struct RestFaults(Arc<Mutex<FaultState>>);
+
+#[derive(Debug, Default)]
+struct FaultState {
+    bursts: VecDeque<(u32, RestFault)>,
+    status: ExchangeStatusFlags,
+}
+
+impl RestFaults {
+    /// No faults, exchange and trading active.
+    pub fn new() -> RestFaults {
+        RestFaults::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a burst: the next `count` requests (after those already queued) get `fault`.
+    pub fn fail_next(&self, count: u32, fault: RestFault) {
+        if count > 0 {
+            self.lock().bursts.push_back((count, fault));
+        }
+    }
+
+    /// Drops every queued forced failure.
+    pub fn clear(&self) {
+        self.lock().bursts.clear();
+    }
+
+    /// Forced failures still queued.
+    pub fn pending(&self) -> u64 {
+        self.lock().bursts.iter().map(|&(n, _)| u64::from(n)).sum()
+    }
+
+    /// Sets what `GET /exchange/status` reports (outage, trading pause, resume time).
+    pub fn set_exchange_status(&self, status: ExchangeStatusFlags) {
+        self.lock().status = status;
+    }
+
+    /// What `GET /exchange/status` reports now.
+    pub fn exchange_status(&self) -> ExchangeStatusFlags {
+        self.lock().status
+    }
+
+    /// Takes the next forced failure, if any.
+    fn take(&self) -> Option<RestFault> {
+        let mut state = self.lock();
+        let front = state.bursts.front_mut()?;
+        let fault = front.1;
+        front.0 -= 1;
+        if front.0 == 0 {
+            state.bursts.pop_front();
+        }
+        Some(fault)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire formatting.
+// ---------------------------------------------------------------------------------------------
+
+/// A price in micro-dollars as Kalshi's `*_dollars` string: 4 decimals (`"0.4200"`), 6 when
+/// the value has sub-4-dp digits (Kalshi's maximum precision).
+pub fn dollars(micros: u32) -> String {
+    let whole = micros / DOLLAR_MICROS;
+    let frac = micros % DOLLAR_MICROS;
+    if frac.is_multiple_of(100) {
+        format!("{whole}.{:04}", frac / 100)
+    } else {
+        format!("{whole}.{frac:06}")
+    }
+}
+
+/// A count in hundredths of a contract as Kalshi's `*_fp` string: always 2 decimals.
+pub fn fp(centi: i64) -> String {
+    let sign = if centi < 0 { "-" } else { "" };
+    let abs = centi.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+/// ns since the epoch as RFC 3339 UTC (`2026-03-01T18:44:01Z`, or with the fraction's
+/// significant digits: `...:01.5Z`, `...:01.921884Z`), the way Kalshi's Go servers write times.
+pub fn rfc3339(ts_ns: i64) -> String {
+    let secs = ts_ns.div_euclid(NS_PER_S);
+    let nanos = ts_ns.rem_euclid(NS_PER_S);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
+    if nanos != 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A trade id as a lowercase hyphenated UUID.
+pub fn uuid(bytes: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A market status in Kalshi's vocabulary.
+pub fn status_str(status: MarketStatus) -> &'static str {
+    match status {
+        MarketStatus::Initialized => "initialized",
+        MarketStatus::Active => "active",
+        MarketStatus::Inactive => "inactive",
+        MarketStatus::Closed => "closed",
+        MarketStatus::Determined => "determined",
+        MarketStatus::Finalized => "finalized",
+    }
+}
+
+/// A `status=` filter value (`GET /markets`, `GET /events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// `unopened` → initialized.
+    Unopened,
+    /// `open` → active.
+    Open,
+    /// `paused` → inactive (markets only).
+    Paused,
+    /// `closed` → past close, not settled (closed, determined).
+    Closed,
+    /// `settled` → finalized.
+    Settled,
+}
+
+impl StatusFilter {
+    /// Parses a filter value; `allow_paused` is false for `/events`, whose vocabulary lacks it.
+    pub fn parse(text: &str, allow_paused: bool) -> Option<StatusFilter> {
+        match text {
+            "unopened" => Some(StatusFilter::Unopened),
+            "open" => Some(StatusFilter::Open),
+            "paused" if allow_paused => Some(StatusFilter::Paused),
+            "closed" => Some(StatusFilter::Closed),
+            "settled" => Some(StatusFilter::Settled),
+            _ => None,
+        }
+    }
+
+    /// Whether a market in `status` passes the filter.
+    pub fn matches(self, status: MarketStatus) -> bool {
+        match self {
+            StatusFilter::Unopened => status == MarketStatus::Initialized,
+            StatusFilter::Open => status == MarketStatus::Active,
+            StatusFilter::Paused => status == MarketStatus::Inactive,
+            StatusFilter::Closed => {
+                matches!(status, MarketStatus::Closed | MarketStatus::Determined)
+            }
+            StatusFilter::Settled => status == MarketStatus::Finalized,
+        }
+    }
+}
+
+/// What a cursor pages over: a cursor from one listing is refused by the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorKind {
+    /// `GET /markets`: the next market id.
+    Markets,
+    /// `GET /events`: the next event id.
+    Events,
+    /// `GET /markets/trades`: the `exch_seq` of the next (older) trade.
+    Trades,
+}
+
+impl CursorKind {
+    fn tag(self) -> &'static str {
+        match self {
+            CursorKind::Markets => "m",
+            CursorKind::Events => "e",
+            CursorKind::Trades => "t",
+        }
+    }
+}
+
+/// An opaque cursor for position `pos` of a listing.
+pub fn encode_cursor(kind: CursorKind, pos: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{pos}", kind.tag()))
+}
+
+/// The position in a cursor made by [`encode_cursor`] for the same listing.
+pub fn decode_cursor(kind: CursorKind, cursor: &str) -> Option<u64> {
+    let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?;
+    let digits = text.strip_prefix(kind.tag())?.strip_prefix(':')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn grid_name(grid: PriceGrid) -> &'static str {
+    match grid {
+        PriceGrid::LinearCent => "linear_cent",
+        PriceGrid::DeciCent => "deci_cent",
+        PriceGrid::TaperedDeciCent => "tapered_deci_cent",
+    }
+}
+
+/// The grid's `price_ranges` as (start, end, step) in micro-dollars.
+pub fn grid_ranges(grid: PriceGrid) -> &'static [(u32, u32, u32)] {
+    match grid {
+        PriceGrid::LinearCent => &[(0, DOLLAR_MICROS, 10_000)],
+        PriceGrid::DeciCent => &[(0, DOLLAR_MICROS, 1_000)],
+        PriceGrid::TaperedDeciCent => {
+            &[(0, 100_000, 1_000), (100_000, 900_000, 10_000), (900_000, DOLLAR_MICROS, 1_000)]
+        }
+    }
+}
+
+fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Yes => "yes",
+        Side::No => "no",
+    }
+}
+
+fn book_side_str(side: BookSide) -> &'static str {
+    match side {
+        BookSide::Ask => "ask",
+        BookSide::Bid => "bid",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response shapes.
+// ---------------------------------------------------------------------------------------------
+
+/// One `price_ranges` entry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PriceRangeJson {
+    /// Start, dollars.
+    pub start: String,
+    /// End, dollars.
+    pub end: String,
+    /// Tick, dollars.
+    pub step: String,
+}
+
+/// A Market object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MarketJson {
+    pub ticker: String,
+    pub event_ticker: String,
+    pub market_type: &'static str,
+    pub title: String,
+    pub subtitle: String,
+    pub yes_sub_title: String,
+    pub no_sub_title: String,
+    pub created_time: String,
+    pub updated_time: String,
+    pub open_time: String,
+    pub close_time: String,
+    pub expected_expiration_time: String,
+    pub latest_expiration_time: String,
+    pub settlement_timer_seconds: i64,
+    pub status: &'static str,
+    pub yes_bid_dollars: String,
+    pub yes_bid_size_fp: String,
+    pub yes_ask_dollars: String,
+    pub yes_ask_size_fp: String,
+    pub no_bid_dollars: String,
+    pub no_ask_dollars: String,
+    pub last_price_dollars: String,
+    pub previous_yes_bid_dollars: String,
+    pub previous_yes_ask_dollars: String,
+    pub previous_price_dollars: String,
+    pub volume_fp: String,
+    pub volume_24h_fp: String,
+    pub open_interest_fp: String,
+    pub notional_value_dollars: String,
+    pub result: &'static str,
+    pub can_close_early: bool,
+    pub expiration_value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement_value_dollars: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement_ts: Option<String>,
+    pub floor_strike: Option<i64>,
+    pub cap_strike: Option<i64>,
+    pub custom_strike: Option<()>,
+    pub rules_primary: String,
+    pub rules_secondary: String,
+    pub price_level_structure: &'static str,
+    pub price_ranges: Vec<PriceRangeJson>,
+    pub is_provisional: bool,
+    pub exchange_index: u32,
+    pub occurrence_datetime: Option<String>,
+}
+
+/// `GET /markets`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MarketsPage {
+    /// This page.
+    pub markets: Vec<MarketJson>,
+    /// Next page's cursor; empty on the last page.
+    pub cursor: String,
+}
+
+/// `GET /markets/{ticker}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MarketResponse {
+    /// The market.
+    pub market: MarketJson,
+}
+
+/// Both bid ladders as `[price_dollars, count_fp]` pairs, ascending, best last.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OrderbookFp {
+    /// YES bids.
+    pub yes_dollars: Vec<[String; 2]>,
+    /// NO bids.
+    pub no_dollars: Vec<[String; 2]>,
+}
+
+/// `GET /markets/{ticker}/orderbook`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OrderbookResponse {
+    /// The book.
+    pub orderbook_fp: OrderbookFp,
+}
+
+/// A Trade object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct TradeJson {
+    pub trade_id: String,
+    pub ticker: String,
+    pub count_fp: String,
+    pub yes_price_dollars: String,
+    pub no_price_dollars: String,
+    pub taker_side: &'static str,
+    pub taker_outcome_side: &'static str,
+    pub taker_book_side: &'static str,
+    pub is_block_trade: bool,
+    pub created_time: String,
+}
+
+/// `GET /markets/trades`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TradesPage {
+    /// This page, newest first.
+    pub trades: Vec<TradeJson>,
+    /// Next (older) page's cursor; empty on the last page.
+    pub cursor: String,
+}
+
+/// An Event object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct EventJson {
+    pub event_ticker: String,
+    pub series_ticker: String,
+    pub title: String,
+    pub sub_title: String,
+    pub collateral_return_type: &'static str,
+    pub mutually_exclusive: bool,
+    pub category: String,
+    pub available_on_brokers: bool,
+    pub exchange_index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub markets: Option<Vec<MarketJson>>,
+}
+
+/// `GET /events`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventsPage {
+    /// This page.
+    pub events: Vec<EventJson>,
+    /// Next page's cursor; empty on the last page.
+    pub cursor: String,
+    /// Always empty: the simulator has no milestones.
+    pub milestones: Vec<()>,
+}
+
+/// A Series object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SeriesJson {
+    pub ticker: String,
+    pub frequency: String,
+    pub title: String,
+    pub category: String,
+    pub tags: Vec<String>,
+    pub settlement_sources: Vec<()>,
+    pub contract_url: String,
+    pub contract_terms_url: String,
+    pub fee_type: &'static str,
+    pub fee_multiplier: u32,
+    pub additional_prohibitions: Vec<String>,
+}
+
+/// `GET /series`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SeriesList {
+    /// Every matching series.
+    pub series: Vec<SeriesJson>,
+}
+
+/// `GET /series/{ticker}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SeriesResponse {
+    /// The series.
+    pub series: SeriesJson,
+}
+
+/// `GET /exchange/status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ExchangeStatusJson {
+    pub exchange_active: bool,
+    pub trading_active: bool,
+    pub exchange_estimated_resume_time: Option<String>,
+    pub intra_exchange_transfers_active: bool,
+    pub exchange_index_statuses: Vec<ExchangeIndexStatusJson>,
+}
+
+/// One shard of `exchange_index_statuses`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ExchangeIndexStatusJson {
+    pub exchange_index: u32,
+    pub description: &'static str,
+    pub exchange_active: bool,
+    pub trading_active: bool,
+    pub intra_exchange_transfers_active: bool,
+}
+
+/// A refused request: status and the error body `{"error":{"code":..,"message":..}}` (the
+/// nested form live Kalshi sends; the spec's flat `ErrorResponse` carries the same fields).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a parameter is malformed or out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such market/series/route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 503: the exchange task is gone.
+    #[error("exchange unavailable")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody { error: ErrorDetail { code, message } };
+    json_response(status, &body)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        error_response(status, code, &self.to_string())
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "REST response failed to serialise");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed parameters.
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /markets` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketsQuery {
+    /// Page size, 1..=1000.
+    pub limit: u32,
+    /// First market id to consider.
+    pub start: MarketId,
+    /// `status=`.
+    pub status: Option<StatusFilter>,
+    /// `event_ticker=`.
+    pub event_ticker: Option<String>,
+    /// `series_ticker=`.
+    pub series_ticker: Option<String>,
+    /// `tickers=` (comma list).
+    pub tickers: Option<Vec<String>>,
+}
+
+impl Default for MarketsQuery {
+    fn default() -> MarketsQuery {
+        MarketsQuery {
+            limit: MARKETS_LIMIT_DEFAULT,
+            start: 0,
+            status: None,
+            event_ticker: None,
+            series_ticker: None,
+            tickers: None,
+        }
+    }
+}
+
+/// `GET /markets/trades` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradesQuery {
+    /// Page size, 1..=1000.
+    pub limit: u32,
+    /// Newest `exch_seq` to list (from the cursor).
+    pub at_or_before_seq: Option<u64>,
+    /// `ticker=`.
+    pub ticker: Option<String>,
+    /// `min_ts=` (Unix s, inclusive).
+    pub min_ts_s: Option<i64>,
+    /// `max_ts=` (Unix s, inclusive).
+    pub max_ts_s: Option<i64>,
+    /// `is_block_trade=`.
+    pub is_block_trade: Option<bool>,
+}
+
+impl Default for TradesQuery {
+    fn default() -> TradesQuery {
+        TradesQuery {
+            limit: MARKETS_LIMIT_DEFAULT,
+            at_or_before_seq: None,
+            ticker: None,
+            min_ts_s: None,
+            max_ts_s: None,
+            is_block_trade: None,
+        }
+    }
+}
+
+/// `GET /events` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsQuery {
+    /// Page size, 1..=200.
+    pub limit: u32,
+    /// First event id to consider.
+    pub start: EventId,
+    /// `status=` (any child market matches).
+    pub status: Option<StatusFilter>,
+    /// `series_ticker=`.
+    pub series_ticker: Option<String>,
+    /// `with_nested_markets=`.
+    pub with_nested_markets: bool,
+}
+
+impl Default for EventsQuery {
+    fn default() -> EventsQuery {
+        EventsQuery {
+            limit: EVENTS_LIMIT_MAX,
+            start: 0,
+            status: None,
+            series_ticker: None,
+            with_nested_markets: false,
+        }
+    }
+}
+
+/// Raw query pairs in request order.
+type Pairs = Vec<(String, String)>;
+
+fn param<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a str> {
+    pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
+fn parse_int<T: std::str::FromStr>(pairs: &Pairs, name: &str) -> Result<Option<T>, ApiError> {
+    match param(pairs, name) {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("{name}: not an integer: {text:?}"))),
+    }
+}
+
+fn parse_bool(pairs: &Pairs, name: &str) -> Result<Option<bool>, ApiError> {
+    match param(pairs, name) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(text) => Err(ApiError::BadRequest(format!("{name}: not a boolean: {text:?}"))),
+    }
+}
+
+/// `limit` for markets/trades: omitted or 0 → default, 1..=1000, else 400.
+fn parse_limit(
+    pairs: &Pairs,
+    default: u32,
+    max: u32,
+    zero_is_default: bool,
+) -> Result<u32, ApiError> {
+    match parse_int::<i64>(pairs, "limit")? {
+        None => Ok(default),
+        Some(0) if zero_is_default => Ok(default),
+        Some(n) if n >= 1 && n <= i64::from(max) => Ok(u32::try_from(n).unwrap_or(max)),
+        Some(n) => Err(ApiError::BadRequest(format!("limit: {n} is out of range 1..={max}"))),
+    }
+}
+
+fn parse_cursor(pairs: &Pairs, kind: CursorKind) -> Result<Option<u64>, ApiError> {
+    match param(pairs, "cursor") {
+        None => Ok(None),
+        Some(text) => decode_cursor(kind, text)
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest(format!("cursor: invalid cursor {text:?}"))),
+    }
+}
+
+fn parse_status(pairs: &Pairs, allow_paused: bool) -> Result<Option<StatusFilter>, ApiError> {
+    match param(pairs, "status") {
+        None => Ok(None),
+        Some(text) => StatusFilter::parse(text, allow_paused)
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest(format!("status: unknown value {text:?}"))),
+    }
+}
+
+fn id_from_cursor(pos: Option<u64>) -> u32 {
+    pos.map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX))
+}
+
+/// Parses `GET /markets` parameters.
+pub fn parse_markets_query(pairs: &Pairs) -> Result<MarketsQuery, ApiError> {
+    let tickers: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "tickers")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if tickers.len() > TICKERS_FILTER_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "tickers: {} tickers, at most {TICKERS_FILTER_MAX}",
+            tickers.len()
+        )));
+    }
+    Ok(MarketsQuery {
+        limit: parse_limit(pairs, MARKETS_LIMIT_DEFAULT, MARKETS_LIMIT_MAX, true)?,
+        start: id_from_cursor(parse_cursor(pairs, CursorKind::Markets)?),
+        status: parse_status(pairs, true)?,
+        event_ticker: param(pairs, "event_ticker").map(str::to_owned),
+        series_ticker: param(pairs, "series_ticker").map(str::to_owned),
+        tickers: if tickers.is_empty() { None } else { Some(tickers) },
+    })
+}
+
+/// Parses `GET /markets/trades` parameters.
+pub fn parse_trades_query(pairs: &Pairs) -> Result<TradesQuery, ApiError> {
+    Ok(TradesQuery {
+        limit: parse_limit(pairs, MARKETS_LIMIT_DEFAULT, MARKETS_LIMIT_MAX, true)?,
+        at_or_before_seq: parse_cursor(pairs, CursorKind::Trades)?,
+        ticker: param(pairs, "ticker").map(str::to_owned),
+        min_ts_s: parse_int(pairs, "min_ts")?,
+        max_ts_s: parse_int(pairs, "max_ts")?,
+        is_block_trade: parse_bool(pairs, "is_block_trade")?,
+    })
+}
+
+/// Parses `GET /events` parameters.
+pub fn parse_events_query(pairs: &Pairs) -> Result<EventsQuery, ApiError> {
+    Ok(EventsQuery {
+        limit: parse_limit(pairs, EVENTS_LIMIT_MAX, EVENTS_LIMIT_MAX, false)?,
+        start: id_from_cursor(parse_cursor(pairs, CursorKind::Events)?),
+        status: parse_status(pairs, false)?,
+        series_ticker: param(pairs, "series_ticker").map(str::to_owned),
+        with_nested_markets: parse_bool(pairs, "with_nested_markets")?.unwrap_or(false),
+    })
+}
+
+/// Parses the orderbook `depth`: omitted/0 → all (0), 1..=100, else 400.
+pub fn parse_depth(pairs: &Pairs) -> Result<usize, ApiError> {
+    match parse_int::<i64>(pairs, "depth")? {
+        None | Some(0) => Ok(0),
+        Some(n) if n >= 1 && n <= i64::from(ORDERBOOK_DEPTH_MAX) => {
+            Ok(usize::try_from(n).unwrap_or(0))
+        }
+        Some(n) => Err(ApiError::BadRequest(format!(
+            "depth: {n} is out of range 0..={ORDERBOOK_DEPTH_MAX}"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure response builders.
+// ---------------------------------------------------------------------------------------------
+
+fn event_of<'v, V: MarketView>(v: &'v V, market: &MarketInfo) -> Option<&'v EventInfo> {
+    v.events().get(usize::try_from(market.event).ok()?)
+}
+
+fn series_of<'v, V: MarketView>(v: &'v V, event: &EventInfo) -> Option<&'v SeriesInfo> {
+    v.series().get(usize::try_from(event.series).ok()?)
+}
+
+fn event_id_of<V: MarketView>(v: &V, ticker: &str) -> Option<EventId> {
+    let pos = v.events().iter().position(|e| e.ticker == ticker)?;
+    EventId::try_from(pos).ok()
+}
+
+fn series_id_of<V: MarketView>(v: &V, ticker: &str) -> Option<SeriesId> {
+    let pos = v.series().iter().position(|s| s.ticker == ticker)?;
+    SeriesId::try_from(pos).ok()
+}
+
+fn market_at<V: MarketView>(v: &V, id: MarketId) -> Option<&MarketInfo> {
+    v.markets().get(usize::try_from(id).ok()?)
+}
+
+/// The Market object for one catalog entry.
+pub fn market_json<V: MarketView>(v: &V, m: &MarketInfo) -> MarketJson {
+    let event = event_of(v, m);
+    let t = &m.ticker_state;
+    let now_ns = v.now_ns();
+    let updated_ns = [
+        Some(m.created_ts_ns),
+        Some(m.open_ts_ns).filter(|&ts| ts <= now_ns),
+        Some(m.close_ts_ns).filter(|&ts| ts <= now_ns),
+        m.determined_ts_ns,
+        m.settled_ts_ns,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(m.created_ts_ns);
+    let settlement_timer_s = match (m.determined_ts_ns, m.settled_ts_ns) {
+        (Some(d), Some(s)) if s >= d => (s - d) / NS_PER_S,
+        _ => SETTLEMENT_TIMER_S_DEFAULT,
+    };
+    let determined = matches!(m.status, MarketStatus::Determined | MarketStatus::Finalized);
+    let result = match m.result {
+        Some(side) if determined => side_str(side),
+        _ => "",
+    };
+    let settlement_value = m.result.filter(|_| determined).map(|side| match side {
+        Side::Yes => dollars(DOLLAR_MICROS),
+        Side::No => dollars(0),
+    });
+    let event_title = event.map(|e| e.title.clone()).unwrap_or_default();
+    MarketJson {
+        ticker: m.ticker.clone(),
+        event_ticker: event.map(|e| e.ticker.clone()).unwrap_or_default(),
+        market_type: "binary",
+        title: event_title.clone(),
+        subtitle: String::new(),
+        yes_sub_title: m.yes_sub_title.clone(),
+        no_sub_title: m.yes_sub_title.clone(),
+        created_time: rfc3339(m.created_ts_ns),
+        updated_time: rfc3339(updated_ns),
+        open_time: rfc3339(m.open_ts_ns),
+        close_time: rfc3339(m.close_ts_ns),
+        expected_expiration_time: rfc3339(m.determined_ts_ns.unwrap_or(m.close_ts_ns)),
+        latest_expiration_time: rfc3339(
+            m.close_ts_ns.saturating_add(LATEST_EXPIRATION_AFTER_CLOSE_NS),
+        ),
+        settlement_timer_seconds: settlement_timer_s,
+        status: status_str(m.status),
+        yes_bid_dollars: dollars(t.yes_bid_micros),
+        yes_bid_size_fp: fp(t.yes_bid_size_centi),
+        yes_ask_dollars: dollars(t.yes_ask_micros),
+        yes_ask_size_fp: fp(t.yes_ask_size_centi),
+        no_bid_dollars: dollars(DOLLAR_MICROS.saturating_sub(t.yes_ask_micros)),
+        no_ask_dollars: dollars(DOLLAR_MICROS.saturating_sub(t.yes_bid_micros)),
+        last_price_dollars: dollars(t.last_price_micros.unwrap_or(0)),
+        previous_yes_bid_dollars: dollars(0),
+        previous_yes_ask_dollars: dollars(0),
+        previous_price_dollars: dollars(0),
+        volume_fp: fp(t.volume_centi),
+        volume_24h_fp: fp(t.volume_centi),
+        open_interest_fp: fp(t.open_interest_centi),
+        notional_value_dollars: dollars(DOLLAR_MICROS),
+        result,
+        can_close_early: false,
+        expiration_value: String::new(),
+        settlement_value_dollars: settlement_value,
+        settlement_ts: m.settled_ts_ns.filter(|_| m.status == MarketStatus::Finalized).map(rfc3339),
+        floor_strike: None,
+        cap_strike: None,
+        custom_strike: None,
+        rules_primary: format!(
+            "If {} for {}, then the market resolves to Yes.",
+            m.yes_sub_title, event_title
+        ),
+        rules_secondary: String::new(),
+        price_level_structure: grid_name(m.grid),
+        price_ranges: grid_ranges(m.grid)
+            .iter()
+            .map(|&(start, end, step)| PriceRangeJson {
+                start: dollars(start),
+                end: dollars(end),
+                step: dollars(step),
+            })
+            .collect(),
+        is_provisional: false,
+        exchange_index: 0,
+        occurrence_datetime: None,
+    }
+}
+
+/// `GET /markets`: one page in catalog (market id) order.
+pub fn markets_page<V: MarketView>(v: &V, q: &MarketsQuery) -> MarketsPage {
+    let empty = MarketsPage { markets: Vec::new(), cursor: String::new() };
+    let event_filter = match &q.event_ticker {
+        Some(t) => match event_id_of(v, t) {
+            Some(id) => Some(id),
+            None => return empty,
+        },
+        None => None,
+    };
+    let series_filter = match &q.series_ticker {
+        Some(t) => match series_id_of(v, t) {
+            Some(id) => Some(id),
+            None => return empty,
+        },
+        None => None,
+    };
+    let matches = |m: &MarketInfo| {
+        q.status.is_none_or(|s| s.matches(m.status))
+            && event_filter.is_none_or(|e| m.event == e)
+            && series_filter.is_none_or(|s| event_of(v, m).is_some_and(|event| event.series == s))
+    };
+    let ids: Box<dyn Iterator<Item = MarketId> + '_> = match &q.tickers {
+        Some(tickers) => {
+            let mut ids: Vec<MarketId> = tickers.iter().filter_map(|t| v.market_id(t)).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            Box::new(ids.into_iter().filter(move |&id| id >= q.start))
+        }
+        None => {
+            let len = MarketId::try_from(v.markets().len()).unwrap_or(MarketId::MAX);
+            Box::new(q.start..len)
+        }
+    };
+    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+    let mut markets = Vec::with_capacity(limit.min(v.markets().len()));
+    let mut cursor = String::new();
+    for id in ids {
+        let Some(m) = market_at(v, id) else { continue };
+        if !matches(m) {
+            continue;
+        }
+        if markets.len() == limit {
+            cursor = encode_cursor(CursorKind::Markets, u64::from(id));
+            break;
+        }
+        markets.push(market_json(v, m));
+    }
+    MarketsPage { markets, cursor }
+}
+
+/// `GET /markets/{ticker}`.
+pub fn market_response<V: MarketView>(v: &V, ticker: &str) -> Result<MarketResponse, ApiError> {
+    let m = v
+        .market_id(ticker)
+        .and_then(|id| market_at(v, id))
+        .ok_or_else(|| ApiError::NotFound(format!("market {ticker} not found")))?;
+    Ok(MarketResponse { market: market_json(v, m) })
+}
+
+/// `GET /markets/{ticker}/orderbook`.
+pub fn orderbook_response<V: MarketView>(
+    v: &V,
+    ticker: &str,
+    depth: usize,
+) -> Result<OrderbookResponse, ApiError> {
+    let id = v
+        .market_id(ticker)
+        .ok_or_else(|| ApiError::NotFound(format!("market {ticker} not found")))?;
+    let book = v.book(id, depth);
+    let ladder = |levels: &[crate::market::model::Level]| {
+        let skip = if depth == 0 { 0 } else { levels.len().saturating_sub(depth) };
+        levels[skip..]
+            .iter()
+            .map(|l| [dollars(l.price_micros), fp(l.size_centi)])
+            .collect::<Vec<_>>()
+    };
+    Ok(OrderbookResponse {
+        orderbook_fp: OrderbookFp { yes_dollars: ladder(&book.yes), no_dollars: ladder(&book.no) },
+    })
+}
+
+fn trade_json<V: MarketView>(v: &V, t: &TradeRecord) -> TradeJson {
+    TradeJson {
+        trade_id: uuid(&t.trade_id),
+        ticker: market_at(v, t.market).map(|m| m.ticker.clone()).unwrap_or_default(),
+        count_fp: fp(t.count_centi),
+        yes_price_dollars: dollars(t.yes_price_micros),
+        no_price_dollars: dollars(DOLLAR_MICROS.saturating_sub(t.yes_price_micros)),
+        taker_side: side_str(t.taker_side),
+        taker_outcome_side: side_str(t.taker_side),
+        taker_book_side: book_side_str(t.taker_book_side),
+        is_block_trade: false,
+        created_time: rfc3339(t.ts_ns),
+    }
+}
+
+/// `GET /markets/trades`: newest first; the cursor continues with older trades.
+pub fn trades_page<V: MarketView>(v: &V, q: &TradesQuery) -> TradesPage {
+    let empty = TradesPage { trades: Vec::new(), cursor: String::new() };
+    let market = match &q.ticker {
+        Some(t) => match v.market_id(t) {
+            Some(id) => Some(id),
+            None => return empty,
+        },
+        None => None,
+    };
+    // The simulator has no block trades.
+    if q.is_block_trade == Some(true) {
+        return empty;
+    }
+    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+    let mut trades = Vec::with_capacity(limit.min(1024));
+    let mut cursor = String::new();
+    for t in v.trades_newest_first(q.at_or_before_seq) {
+        let ts_s = t.ts_ns.div_euclid(NS_PER_S);
+        if q.min_ts_s.is_some_and(|min| ts_s < min) {
+            // Newest first: everything after this is older still.
+            break;
+        }
+        if market.is_some_and(|m| t.market != m) || q.max_ts_s.is_some_and(|max| ts_s > max) {
+            continue;
+        }
+        if trades.len() == limit {
+            cursor = encode_cursor(CursorKind::Trades, t.exch_seq);
+            break;
+        }
+        trades.push(trade_json(v, &t));
+    }
+    TradesPage { trades, cursor }
+}
+
+fn event_json<V: MarketView>(v: &V, e: &EventInfo, markets: Option<Vec<MarketJson>>) -> EventJson {
+    let series = series_of(v, e);
+    EventJson {
+        event_ticker: e.ticker.clone(),
+        series_ticker: series.map(|s| s.ticker.clone()).unwrap_or_default(),
+        title: e.title.clone(),
+        sub_title: e.sub_title.clone(),
+        collateral_return_type: if e.mutually_exclusive { "MECNET" } else { "DIRECNET" },
+        mutually_exclusive: e.mutually_exclusive,
+        category: series.map(|s| s.category.clone()).unwrap_or_default(),
+        available_on_brokers: false,
+        exchange_index: 0,
+        markets,
+    }
+}
+
+/// `GET /events`: one page in catalog (event id) order.
+pub fn events_page<V: MarketView>(v: &V, q: &EventsQuery) -> EventsPage {
+    let empty = EventsPage { events: Vec::new(), cursor: String::new(), milestones: Vec::new() };
+    let series_filter = match &q.series_ticker {
+        Some(t) => match series_id_of(v, t) {
+            Some(id) => Some(id),
+            None => return empty,
+        },
+        None => None,
+    };
+    // Child markets per event, only when a filter or the nesting needs them.
+    let children: Vec<Vec<&MarketInfo>> = if q.status.is_some() || q.with_nested_markets {
+        let mut children = vec![Vec::new(); v.events().len()];
+        for m in v.markets() {
+            if let Some(list) = usize::try_from(m.event).ok().and_then(|e| children.get_mut(e)) {
+                list.push(m);
+            }
+        }
+        children
+    } else {
+        Vec::new()
+    };
+    let no_children: Vec<&MarketInfo> = Vec::new();
+    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+    let mut events = Vec::with_capacity(limit.min(v.events().len()));
+    let mut cursor = String::new();
+    let start = usize::try_from(q.start).unwrap_or(usize::MAX);
+    for (pos, e) in v.events().iter().enumerate().skip(start) {
+        let kids = children.get(pos).unwrap_or(&no_children);
+        if series_filter.is_some_and(|s| e.series != s)
+            || q.status.is_some_and(|s| !kids.iter().any(|m| s.matches(m.status)))
+        {
+            continue;
+        }
+        if events.len() == limit {
+            cursor = encode_cursor(CursorKind::Events, pos as u64);
+            break;
+        }
+        let nested =
+            q.with_nested_markets.then(|| kids.iter().map(|m| market_json(v, m)).collect());
+        events.push(event_json(v, e, nested));
+    }
+    EventsPage { events, cursor, milestones: Vec::new() }
+}
+
+fn series_json(s: &SeriesInfo) -> SeriesJson {
+    SeriesJson {
+        ticker: s.ticker.clone(),
+        frequency: s.frequency.clone(),
+        title: s.title.clone(),
+        category: s.category.clone(),
+        tags: Vec::new(),
+        settlement_sources: Vec::new(),
+        contract_url: String::new(),
+        contract_terms_url: String::new(),
+        fee_type: "quadratic",
+        fee_multiplier: 1,
+        additional_prohibitions: Vec::new(),
+    }
+}
+
+/// `GET /series`: every series, optionally of one category.
+pub fn series_list<V: MarketView>(v: &V, category: Option<&str>) -> SeriesList {
+    SeriesList {
+        series: v
+            .series()
+            .iter()
+            .filter(|s| category.is_none_or(|c| s.category == c))
+            .map(series_json)
+            .collect(),
+    }
+}
+
+/// `GET /series/{ticker}`.
+pub fn series_response<V: MarketView>(v: &V, ticker: &str) -> Result<SeriesResponse, ApiError> {
+    v.series()
+        .iter()
+        .find(|s| s.ticker == ticker)
+        .map(|s| SeriesResponse { series: series_json(s) })
+        .ok_or_else(|| ApiError::NotFound(format!("series {ticker} not found")))
+}
+
+/// `GET /exchange/status`.
+pub fn exchange_status_json(flags: ExchangeStatusFlags) -> ExchangeStatusJson {
+    ExchangeStatusJson {
+        exchange_active: flags.exchange_active,
+        trading_active: flags.trading_active,
+        exchange_estimated_resume_time: flags.estimated_resume_ns.map(rfc3339),
+        intra_exchange_transfers_active: flags.exchange_active,
+        exchange_index_statuses: vec![ExchangeIndexStatusJson {
+            exchange_index: 0,
+            description: "Default",
+            exchange_active: flags.exchange_active,
+            trading_active: flags.trading_active,
+            intra_exchange_transfers_active: flags.exchange_active,
+        }],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP.
+// ---------------------------------------------------------------------------------------------
+
+struct Shared<Q> {
+    query: Q,
+    faults: RestFaults,
+    limiter: Option<TokenBucket>,
+}
+
+type St<Q> = State<Arc<Shared<Q>>>;
+type RawPairs = Result<Query<Pairs>, axum::extract::rejection::QueryRejection>;
+
+/// The REST router: every endpoint under [`API_PREFIX`], behind the rate limiter and the fault
+/// hooks. Mount it on a loopback listener with `axum::serve`.
+pub fn router<Q: ExchangeQuery>(query: Q, cfg: RestConfig, faults: RestFaults) -> Router {
+    let shared =
+        Arc::new(Shared { query, faults, limiter: cfg.rate_limit.as_ref().map(TokenBucket::new) });
+    let api = Router::new()
+        .route("/exchange/status", get(get_exchange_status::<Q>))
+        .route("/markets", get(get_markets::<Q>))
+        .route("/markets/trades", get(get_trades::<Q>))
+        .route("/markets/{ticker}", get(get_market::<Q>))
+        .route("/markets/{ticker}/orderbook", get(get_orderbook::<Q>))
+        .route("/events", get(get_events::<Q>))
+        .route("/series", get(get_series_list::<Q>))
+        .route("/series/{ticker}", get(get_series::<Q>));
+    Router::new()
+        .nest(API_PREFIX, api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), gate::<Q>))
+        .with_state(shared)
+}
+
+/// Rate limiter, then forced faults, then the endpoint.
+async fn gate<Q: ExchangeQuery>(State(st): St<Q>, req: Request, next: Next) -> Response {
+    if st.limiter.as_ref().is_some_and(|l| !l.try_take()) {
+        return too_many_requests();
+    }
+    match st.faults.take() {
+        Some(RestFault::TooManyRequests) => too_many_requests(),
+        Some(RestFault::InternalError) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            "injected fault",
+        ),
+        Some(RestFault::ServiceUnavailable) => {
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "injected fault")
+        }
+        None => next.run(req).await,
+    }
+}
+
+fn too_many_requests() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, "application/json")],
+        TOO_MANY_REQUESTS_BODY,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound("no such endpoint".to_owned()).into_response()
+}
+
+fn pairs(raw: RawPairs) -> Result<Pairs, ApiError> {
+    raw.map(|Query(p)| p).map_err(|e| ApiError::BadRequest(format!("query string: {e}")))
+}
+
+/// Runs `build` in the exchange task and answers with its JSON.
+async fn answer<Q, T, F>(q: &Q, build: F) -> Response
+where
+    Q: ExchangeQuery,
+    T: Serialize + Send + 'static,
+    F: FnOnce(&Q::View) -> Result<T, ApiError> + Send + 'static,
+{
+    match q.query(build).await {
+        Some(Ok(body)) => json_response(StatusCode::OK, &body),
+        Some(Err(e)) => e.into_response(),
+        None => ApiError::Unavailable.into_response(),
+    }
+}
+
+async fn get_exchange_status<Q: ExchangeQuery>(State(st): St<Q>) -> Response {
+    json_response(StatusCode::OK, &exchange_status_json(st.faults.exchange_status()))
+}
+
+async fn get_markets<Q: ExchangeQuery>(State(st): St<Q>, raw: RawPairs) -> Response {
+    match pairs(raw).and_then(|p| parse_markets_query(&p)) {
+        Ok(q) => answer(&st.query, move |v: &Q::View| Ok(markets_page(v, &q))).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_market<Q: ExchangeQuery>(State(st): St<Q>, Path(ticker): Path<String>) -> Response {
+    answer(&st.query, move |v: &Q::View| market_response(v, &ticker)).await
+}
+
+async fn get_orderbook<Q: ExchangeQuery>(
+    State(st): St<Q>,
+    Path(ticker): Path<String>,
+    raw: RawPairs,
+) -> Response {
+    match pairs(raw).and_then(|p| parse_depth(&p)) {
+        Ok(depth) => {
+            answer(&st.query, move |v: &Q::View| orderbook_response(v, &ticker, depth)).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_trades<Q: ExchangeQuery>(State(st): St<Q>, raw: RawPairs) -> Response {
+    match pairs(raw).and_then(|p| parse_trades_query(&p)) {
+        Ok(q) => answer(&st.query, move |v: &Q::View| Ok(trades_page(v, &q))).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_events<Q: ExchangeQuery>(State(st): St<Q>, raw: RawPairs) -> Response {
+    match pairs(raw).and_then(|p| parse_events_query(&p)) {
+        Ok(q) => answer(&st.query, move |v: &Q::View| Ok(events_page(v, &q))).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_series_list<Q: ExchangeQuery>(State(st): St<Q>, raw: RawPairs) -> Response {
+    match pairs(raw) {
+        Ok(p) => {
+            let category = param(&p, "category").map(str::to_owned);
+            answer(&st.query, move |v: &Q::View| Ok(series_list(v, category.as_deref()))).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_series<Q: ExchangeQuery>(State(st): St<Q>, Path(ticker): Path<String>) -> Response {
+    answer(&st.query, move |v: &Q::View| series_response(v, &ticker)).await
+}
