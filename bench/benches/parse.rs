@@ -1,24 +1,31 @@
 //! Frame parse + normalize throughput: kdp's simd-json tape parser against typed serde_json and
-//! sonic-rs parsers, on the same seeded frames, after checking all three read every frame the
-//! same. See BENCHMARKS.md for the command and the figures.
+//! sonic-rs parsers (naive and tuned), on the same seeded frames, after checking all five read
+//! every frame the same. See BENCHMARKS.md for the command and the figures.
 //!
 //! Per frame type (`delta`, `trade`, `ticker`, `snapshot`) one group times, over the whole frame
 //! set per iteration:
 //! - `kdp_simd_json`: `FrameParser::parse` (copy, tape, read, normalize),
-//! - `serde_json_typed` / `sonic_rs_typed`: the baselines of `kdp_bench::baseline`,
+//! - `serde_json_naive` / `sonic_rs_naive`: the idiomatic client parser of
+//!   `kdp_bench::baseline::naive` (`#[serde(tag = "type")]` enum, owned strings),
+//! - `serde_json_tuned` / `sonic_rs_tuned`: the one-pass borrowing parser of
+//!   `kdp_bench::baseline`,
+//!
+//! and the `delta` group also times
 //! - `tape_only`: copy + `simd_json::fill_tape_padded`, no message reading (kdp's fixed cost),
 //! - `tape_in_place`: `fill_tape_padded` on pre-padded frames, without the copy.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kdp_bench::baseline::{SerdeJsonParser, SonicParser};
+use kdp_bench::baseline::naive::{SerdeJsonNaiveParser, SonicNaiveParser};
+use kdp_bench::baseline::{SerdeJsonTunedParser, SonicTunedParser};
 use kdp_bench::check::parsers_agree;
 use kdp_bench::frames::{FrameSet, Generated, SEED};
 use kdp_bench::stages::{TapeInPlace, TapeOnly, padded};
 use kdp_ingest::wire::FrameParser;
 
-fn group(c: &mut Criterion, name: &str, frames: &[Generated]) {
+/// Times the five parsers on `frames`, and with `stages` the two partial pipelines too.
+fn group(c: &mut Criterion, name: &str, frames: &[Generated], stages: bool) {
     let bytes: Vec<&[u8]> = frames.iter().map(|g| g.frame.as_slice()).collect();
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(bytes.len() as u64));
@@ -31,22 +38,27 @@ fn group(c: &mut Criterion, name: &str, frames: &[Generated]) {
             }
         });
     });
-    group.bench_function("serde_json_typed", |b| {
-        let mut parser = SerdeJsonParser::default();
-        b.iter(|| {
-            for f in &bytes {
-                black_box(parser.parse(black_box(f)).is_ok());
-            }
-        });
-    });
-    group.bench_function("sonic_rs_typed", |b| {
-        let mut parser = SonicParser::default();
-        b.iter(|| {
-            for f in &bytes {
-                black_box(parser.parse(black_box(f)).is_ok());
-            }
-        });
-    });
+    // One function per baseline parser type: each `parse` borrows its parser differently.
+    macro_rules! baseline {
+        ($name:literal, $parser:ty) => {
+            group.bench_function($name, |b| {
+                let mut parser = <$parser>::default();
+                b.iter(|| {
+                    for f in &bytes {
+                        black_box(parser.parse(black_box(f)).is_ok());
+                    }
+                });
+            });
+        };
+    }
+    baseline!("serde_json_naive", SerdeJsonNaiveParser);
+    baseline!("sonic_rs_naive", SonicNaiveParser);
+    baseline!("serde_json_tuned", SerdeJsonTunedParser);
+    baseline!("sonic_rs_tuned", SonicTunedParser);
+    if !stages {
+        group.finish();
+        return;
+    }
     group.bench_function("tape_only", |b| {
         let mut stage = TapeOnly::default();
         b.iter(|| {
@@ -76,10 +88,10 @@ fn parse(c: &mut Criterion) {
         Ok(n) => eprintln!("seed {SEED:#x}: all parsers agree on {n} frames"),
         Err(e) => panic!("parsers disagree, refusing to time them: {e}"),
     }
-    group(c, "delta", &set.deltas);
-    group(c, "trade", &set.trades);
-    group(c, "ticker", &set.tickers);
-    group(c, "snapshot", &set.snapshots);
+    group(c, "delta", &set.deltas, true);
+    group(c, "trade", &set.trades, false);
+    group(c, "ticker", &set.tickers, false);
+    group(c, "snapshot", &set.snapshots, false);
 }
 
 criterion_group!(benches, parse);

@@ -1,17 +1,26 @@
 //! The comparison parsers: typed serde structs read by serde_json or sonic-rs, then normalized
-//! with the same exact helpers kdp uses (`parse_scaled`, `parse_rfc3339`).
+//! with the same exact helpers kdp uses (`parse_scaled`, `parse_rfc3339`). Two designs, each read
+//! by both libraries:
 //!
-//! This is how a careful engineer would write the parser without a tape: one pass over the frame
-//! into `#[derive(Deserialize)]` wire structs that borrow every string (Kalshi tickers, ids,
-//! decimals and times never contain escapes), the message struct chosen by `type` as soon as
-//! `msg` is reached (Kalshi writes `type` first; a `msg` before `type` is refused rather than
-//! buffered), unknown fields skipped. They read the current wire shape of the four timed
-//! message types only; kdp's parser also reads every legacy shape and the control messages,
-//! so the baselines match fewer field names than kdp does.
+//! - **tuned** (this module: [`SerdeJsonTunedParser`], [`SonicTunedParser`]): how a careful
+//!   engineer would write the parser without a tape: one pass over the frame into
+//!   `#[derive(Deserialize)]` wire structs that borrow every string (Kalshi tickers, ids,
+//!   decimals and times never contain escapes), the message struct chosen by `type` as soon as
+//!   `msg` is reached by a hand-written map visitor (Kalshi writes `type` first; a `msg` before
+//!   `type` is refused rather than buffered), unknown fields skipped.
+//! - **naive** ([`naive`]): the idiomatic way a typical Kalshi client writes it: a
+//!   `#[serde(tag = "type")]` enum over the message types, wire structs with owned `String`s, no
+//!   custom visitor. The same normalization afterwards.
+//!
+//! Both read the current wire shape of the four timed message types only, and the same fields;
+//! kdp's parser also reads every legacy shape and the control messages, so the baselines match
+//! fewer field names than kdp does.
 //!
 //! The normalization rules (price ranges, the finest-time-wins pick, `""` as "no price") are
-//! those of `kdp_ingest::wire`, so all three parsers produce identical [`Frame`]s; the
+//! those of `kdp_ingest::wire`, so all five parsers produce identical [`Frame`]s; the
 //! tests check that on every generated frame.
+
+pub mod naive;
 
 use std::fmt;
 
@@ -49,13 +58,13 @@ impl fmt::Display for BaselineError {
     }
 }
 
-/// serde_json `from_slice` into the typed wire structs, then normalization.
+/// Tuned: serde_json `from_slice` into the borrowing wire structs, then normalization.
 #[derive(Debug, Default)]
-pub struct SerdeJsonParser {
+pub struct SerdeJsonTunedParser {
     levels: Vec<Level>,
 }
 
-impl SerdeJsonParser {
+impl SerdeJsonTunedParser {
     /// Parses one frame; the result borrows the frame and this parser's level buffer.
     pub fn parse<'a>(&'a mut self, frame: &'a [u8]) -> Result<Frame<'a>, BaselineError> {
         let wire: WireFrame<'a> =
@@ -64,13 +73,13 @@ impl SerdeJsonParser {
     }
 }
 
-/// sonic-rs `from_slice` into the same typed wire structs, then normalization.
+/// Tuned: sonic-rs `from_slice` into the same borrowing wire structs, then normalization.
 #[derive(Debug, Default)]
-pub struct SonicParser {
+pub struct SonicTunedParser {
     levels: Vec<Level>,
 }
 
-impl SonicParser {
+impl SonicTunedParser {
     /// Parses one frame; the result borrows the frame and this parser's level buffer.
     pub fn parse<'a>(&'a mut self, frame: &'a [u8]) -> Result<Frame<'a>, BaselineError> {
         let wire: WireFrame<'a> =
@@ -94,14 +103,14 @@ enum WireMsg<'a> {
     Other(&'a str),
 }
 
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum WireSide {
     Yes,
     No,
 }
 
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum WireBookSide {
     Ask,
@@ -390,17 +399,17 @@ fn ticker<'a>(t: &WireTicker<'a>) -> Result<Ticker<'a>, BaselineError> {
     })
 }
 
-fn read_levels(
-    wire: &[(&str, &str)],
+fn read_levels<S: AsRef<str>>(
+    wire: &[(S, S)],
     levels: &mut Vec<Level>,
     field: &'static str,
 ) -> Result<(), BaselineError> {
-    for &(price, size) in wire {
-        let size_centi = scaled(size, SIZE_SCALE, field)?;
+    for (price, size) in wire {
+        let size_centi = scaled(size.as_ref(), SIZE_SCALE, field)?;
         if size_centi < 0 {
             return Err(BaselineError::Field(field));
         }
-        levels.push(Level { price_micros: book_price(price, field)?, size_centi });
+        levels.push(Level { price_micros: book_price(price.as_ref(), field)?, size_centi });
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Benchmark support for kdp: a seeded generator of realistic Kalshi frames ([`frames`]), the
-//! serde_json and sonic-rs parsers kdp's tape parser is compared with ([`baseline`]), and the
+//! serde_json and sonic-rs parsers kdp's tape parser is compared with, naive and tuned
+//! ([`baseline`]), and the
 //! partial pipelines that show where parse time goes ([`stages`]).
 //!
 //! The criterion benches in `benches/` time these; the tests here check, before anything is
@@ -15,7 +16,8 @@ mod tests {
     use kdp_engine::event::{BookDelta, Event, Side};
     use kdp_ingest::wire::{Envelope, Frame, FrameParser, Message};
 
-    use crate::baseline::{SerdeJsonParser, SonicParser};
+    use crate::baseline::naive::{SerdeJsonNaiveParser, SonicNaiveParser};
+    use crate::baseline::{SerdeJsonTunedParser, SonicTunedParser};
     use crate::check::parsers_agree;
     use crate::frames::{DELTAS, FrameSet, SEED, SNAPSHOTS, Spec, TICKERS, TRADES};
 
@@ -69,8 +71,10 @@ mod tests {
             })),
         };
         assert_eq!(FrameParser::new().parse(frame), Ok(expected.clone()));
-        assert_eq!(SerdeJsonParser::default().parse(frame), Ok(expected.clone()));
-        assert_eq!(SonicParser::default().parse(frame), Ok(expected));
+        assert_eq!(SerdeJsonNaiveParser::default().parse(frame), Ok(expected.clone()));
+        assert_eq!(SonicNaiveParser::default().parse(frame), Ok(expected.clone()));
+        assert_eq!(SerdeJsonTunedParser::default().parse(frame), Ok(expected.clone()));
+        assert_eq!(SonicTunedParser::default().parse(frame), Ok(expected));
     }
 
     /// A delta at $1 is outside the book: every parser refuses it.
@@ -78,7 +82,9 @@ mod tests {
     fn every_parser_refuses_a_price_outside_the_book() {
         let frame = br#"{"type":"orderbook_delta","sid":2,"seq":1,"msg":{"market_ticker":"A","price_dollars":"1.0000","delta_fp":"1.00","side":"no","ts_ms":1}}"#;
         assert!(FrameParser::new().parse(frame).is_err());
-        assert!(SerdeJsonParser::default().parse(frame).is_err());
-        assert!(SonicParser::default().parse(frame).is_err());
+        assert!(SerdeJsonNaiveParser::default().parse(frame).is_err());
+        assert!(SonicNaiveParser::default().parse(frame).is_err());
+        assert!(SerdeJsonTunedParser::default().parse(frame).is_err());
+        assert!(SonicTunedParser::default().parse(frame).is_err());
     }
 }

@@ -40,9 +40,14 @@ impl TapeOnly {
     /// Builds the tape of `frame`; returns its node count (0 when the frame is not JSON).
     pub fn run(&mut self, frame: &[u8]) -> usize {
         let Self { input, buffers, tape } = self;
-        input.clear();
-        input.extend_from_slice(frame);
-        input.resize(frame.len() + INPUT_PADDING, 0);
+        // As `FrameParser` does: the buffer only grows (zero-filled); the padding past the frame
+        // keeps whatever an earlier frame left there, which simd-json does not care about.
+        let padded_len = frame.len() + INPUT_PADDING;
+        if input.len() < padded_len {
+            input.resize(padded_len, 0);
+        }
+        let input = &mut input[..padded_len];
+        input[..frame.len()].copy_from_slice(frame);
         let mut nodes = tape.take().unwrap_or_else(Tape::null).reset();
         let n = match simd_json::fill_tape_padded(input, frame.len(), buffers, &mut nodes) {
             Ok(()) => nodes.0.len(),
