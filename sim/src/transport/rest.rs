@@ -200,11 +200,17 @@ impl Default for RateLimit {
     }
 }
 
-/// REST server configuration.
-#[derive(Debug, Clone, Default)]
+/// REST server configuration. The default is Kalshi's Basic read limit on a monotonic clock.
+#[derive(Debug, Clone)]
 pub struct RestConfig {
     /// Read rate limit in front of every endpoint; `None` disables it.
     pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for RestConfig {
+    fn default() -> RestConfig {
+        RestConfig { rate_limit: Some(RateLimit::default()) }
+    }
 }
 
 /// Token bucket in nano-tokens: a request costs `NS_PER_S` units and every elapsed ns adds
@@ -1527,4 +1533,213 @@ async fn get_series_list<Q: ExchangeQuery>(State(st): St<Q>, raw: RawPairs) -> R
 
 async fn get_series<Q: ExchangeQuery>(State(st): St<Q>, Path(ticker): Path<String>) -> Response {
     answer(&st.query, move |v: &Q::View| series_response(v, &ticker)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_are_four_decimals_or_six_when_finer() {
+        assert_eq!(dollars(0), "0.0000");
+        assert_eq!(dollars(420_000), "0.4200");
+        assert_eq!(dollars(1_000), "0.0010");
+        assert_eq!(dollars(999_000), "0.9990");
+        assert_eq!(dollars(DOLLAR_MICROS), "1.0000");
+        assert_eq!(dollars(123_456), "0.123456");
+        assert_eq!(dollars(100), "0.0001");
+    }
+
+    #[test]
+    fn fp_is_always_two_decimals() {
+        assert_eq!(fp(0), "0.00");
+        assert_eq!(fp(1), "0.01");
+        assert_eq!(fp(1_300), "13.00");
+        assert_eq!(fp(7_477), "74.77");
+        assert_eq!(fp(-250), "-2.50");
+        assert_eq!(fp(i64::MIN), "-92233720368547758.08");
+    }
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000 * NS_PER_S), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_709_164_800 * NS_PER_S), "2024-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_953_600 * NS_PER_S), "2026-11-29T12:00:00Z");
+        assert_eq!(rfc3339(951_782_400 * NS_PER_S), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(4_107_542_399 * NS_PER_S), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc3339(1_772_390_641 * NS_PER_S + 921_884_000), "2026-03-01T18:44:01.921884Z");
+        assert_eq!(rfc3339(1_772_390_641 * NS_PER_S + 500_000_000), "2026-03-01T18:44:01.5Z");
+        assert_eq!(rfc3339(1_772_390_641 * NS_PER_S + 1), "2026-03-01T18:44:01.000000001Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn rfc3339_day_boundaries_walk_the_calendar() {
+        // Every day from 1970 to 2100 follows the previous one: month lengths and leap years.
+        let mut prev = (1969, 12, 31);
+        for day in 0..47_482_i64 {
+            let text = rfc3339(day * NS_PER_DAY_TEST);
+            let y: i64 = text[0..4].parse().unwrap_or(0);
+            let m: i64 = text[5..7].parse().unwrap_or(0);
+            let d: i64 = text[8..10].parse().unwrap_or(0);
+            let leap = (prev.0 % 4 == 0 && prev.0 % 100 != 0) || prev.0 % 400 == 0;
+            let month_len = match prev.1 {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            let expected = if prev.2 < month_len {
+                (prev.0, prev.1, prev.2 + 1)
+            } else if prev.1 < 12 {
+                (prev.0, prev.1 + 1, 1)
+            } else {
+                (prev.0 + 1, 1, 1)
+            };
+            assert_eq!((y, m, d), expected, "day {day}: {text}");
+            prev = expected;
+        }
+    }
+
+    const NS_PER_DAY_TEST: i64 = 86_400 * NS_PER_S;
+
+    #[test]
+    fn uuid_layout() {
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::try_from(i * 17).unwrap_or(0);
+        }
+        assert_eq!(uuid(&id), "00112233-4455-6677-8899-aabbccddeeff");
+    }
+
+    #[test]
+    fn status_vocabulary_and_filters() {
+        use MarketStatus::*;
+        let all = [Initialized, Active, Inactive, Closed, Determined, Finalized];
+        let names: Vec<&str> = all.iter().map(|&s| status_str(s)).collect();
+        assert_eq!(
+            names,
+            ["initialized", "active", "inactive", "closed", "determined", "finalized"]
+        );
+        let passing =
+            |f: StatusFilter| all.iter().copied().filter(|&s| f.matches(s)).collect::<Vec<_>>();
+        assert_eq!(passing(StatusFilter::Unopened), [Initialized]);
+        assert_eq!(passing(StatusFilter::Open), [Active]);
+        assert_eq!(passing(StatusFilter::Paused), [Inactive]);
+        assert_eq!(passing(StatusFilter::Closed), [Closed, Determined]);
+        assert_eq!(passing(StatusFilter::Settled), [Finalized]);
+        assert_eq!(StatusFilter::parse("paused", true), Some(StatusFilter::Paused));
+        assert_eq!(StatusFilter::parse("paused", false), None);
+        assert_eq!(StatusFilter::parse("active", true), None, "`active` is not a filter value");
+        assert_eq!(StatusFilter::parse("", true), None);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_other_listings() {
+        for pos in [0, 1, 999, u64::from(u32::MAX), u64::MAX] {
+            for kind in [CursorKind::Markets, CursorKind::Events, CursorKind::Trades] {
+                let c = encode_cursor(kind, pos);
+                assert!(c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                assert_eq!(decode_cursor(kind, &c), Some(pos));
+            }
+        }
+        let m = encode_cursor(CursorKind::Markets, 5);
+        assert_eq!(decode_cursor(CursorKind::Events, &m), None);
+        assert_eq!(decode_cursor(CursorKind::Trades, &m), None);
+        for bad in ["", "!!", "bTo", "bTotMQ", "bTox_", "eDo1"] {
+            assert_eq!(decode_cursor(CursorKind::Markets, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tapered_grid_ranges_cover_zero_to_one_without_gaps() {
+        for grid in [PriceGrid::LinearCent, PriceGrid::DeciCent, PriceGrid::TaperedDeciCent] {
+            let ranges = grid_ranges(grid);
+            assert_eq!(ranges.first().map(|r| r.0), Some(0));
+            assert_eq!(ranges.last().map(|r| r.1), Some(DOLLAR_MICROS));
+            for pair in ranges.windows(2) {
+                assert_eq!(pair[0].1, pair[1].0);
+            }
+            for &(start, end, step) in ranges {
+                assert_eq!((end - start) % step, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn token_bucket_refills_exactly() {
+        let clock = ManualClock::new();
+        let bucket = TokenBucket::new(&RateLimit {
+            capacity: 3,
+            refill_per_s: 2,
+            clock: RestClock::Manual(clock.clone()),
+        });
+        let take = |n: usize| (0..n).filter(|_| bucket.try_take()).count();
+        assert_eq!(take(5), 3);
+        clock.advance_ns(499_999_999);
+        assert_eq!(take(1), 0);
+        clock.advance_ns(1);
+        assert_eq!(take(2), 1);
+        clock.advance_ns(10 * NS_PER_S);
+        assert_eq!(take(10), 3);
+        // A clock that steps back refills nothing and breaks nothing.
+        clock.advance_ns(-NS_PER_S);
+        assert_eq!(take(1), 0);
+        clock.advance_ns(NS_PER_S + 500_000_000);
+        assert_eq!(take(2), 1);
+    }
+
+    #[test]
+    fn fault_bursts_drain_in_order() {
+        let faults = RestFaults::new();
+        faults.fail_next(0, RestFault::InternalError);
+        faults.fail_next(2, RestFault::TooManyRequests);
+        faults.fail_next(1, RestFault::ServiceUnavailable);
+        assert_eq!(faults.pending(), 3);
+        let drained: Vec<_> = (0..4).map(|_| faults.take()).collect();
+        assert_eq!(
+            drained,
+            [
+                Some(RestFault::TooManyRequests),
+                Some(RestFault::TooManyRequests),
+                Some(RestFault::ServiceUnavailable),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn parameter_bounds() {
+        let q = |s: &str| -> Pairs {
+            s.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect()
+        };
+        assert_eq!(parse_markets_query(&q("")), Ok(MarketsQuery::default()));
+        assert_eq!(parse_markets_query(&q("limit=1000")).map(|m| m.limit), Ok(1000));
+        assert_eq!(parse_markets_query(&q("limit=0")).map(|m| m.limit), Ok(100));
+        assert!(parse_markets_query(&q("limit=1001")).is_err());
+        assert_eq!(
+            parse_markets_query(&q("tickers=A,,B&tickers=C")).map(|m| m.tickers),
+            Ok(Some(vec!["A".to_owned(), "B".to_owned(), "C".to_owned()]))
+        );
+        let many = format!("tickers={}", vec!["T"; TICKERS_FILTER_MAX + 1].join(","));
+        assert!(parse_markets_query(&q(&many)).is_err());
+        assert_eq!(parse_events_query(&q("")).map(|e| e.limit), Ok(200));
+        assert!(parse_events_query(&q("limit=0")).is_err());
+        assert!(parse_events_query(&q("limit=201")).is_err());
+        assert_eq!(parse_depth(&q("")), Ok(0));
+        assert_eq!(parse_depth(&q("depth=100")), Ok(100));
+        assert!(parse_depth(&q("depth=101")).is_err());
+        assert!(parse_depth(&q("depth=-1")).is_err());
+        assert_eq!(
+            parse_trades_query(&q("min_ts=5&max_ts=9")).map(|t| (t.min_ts_s, t.max_ts_s)),
+            Ok((Some(5), Some(9)))
+        );
+    }
 }
