@@ -33,6 +33,7 @@ use crate::market::model::{
     BookLevels, BookSide, DOLLAR_MICROS, EventId, EventInfo, MarketId, MarketInfo, MarketStatus,
     PriceGrid, SeriesId, SeriesInfo, Side,
 };
+use crate::market::{Exchange, RecentTrade, TradePage, TradeQuery};
 
 /// Path prefix of every endpoint, as on Kalshi.
 pub const API_PREFIX: &str = "/trade-api/v2";
@@ -74,29 +75,8 @@ const NS_PER_S: i64 = 1_000_000_000;
 // What the REST layer reads, and how it reaches the exchange task.
 // ---------------------------------------------------------------------------------------------
 
-/// One execution as the trades endpoint lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TradeRecord {
-    /// The trade's global exchange sequence number: the paging key (newer trades are higher).
-    pub exch_seq: u64,
-    /// Execution time, ns since the epoch.
-    pub ts_ns: i64,
-    /// Market.
-    pub market: MarketId,
-    /// Exchange-wide unique id, rendered as a UUID.
-    pub trade_id: [u8; 16],
-    /// YES price; NO price = $1 − YES price.
-    pub yes_price_micros: u32,
-    /// Contracts, in hundredths.
-    pub count_centi: i64,
-    /// The outcome the taker bought.
-    pub taker_side: Side,
-    /// The book side the taker hit.
-    pub taker_book_side: BookSide,
-}
-
-/// The read-only view of the exchange the REST builders need. Implemented by the engine's
-/// `Exchange` (and by test fixtures).
+/// The read-only view of the exchange the REST builders need: implemented by the engine's
+/// [`Exchange`] below (and by test fixtures, to shape catalogs the generator would not).
 pub trait MarketView {
     /// Exchange time now, ns since the epoch.
     fn now_ns(&self) -> i64;
@@ -106,17 +86,47 @@ pub trait MarketView {
     fn events(&self) -> &[EventInfo];
     /// The series catalog, indexed by `SeriesId`.
     fn series(&self) -> &[SeriesInfo];
-    /// The id of the market with this ticker.
+    /// The market with this ticker.
     fn market_id(&self, ticker: &str) -> Option<MarketId>;
-    /// The market's two bid ladders, ascending (best last), at most `depth` best levels a side
-    /// (`0` = all).
-    fn book(&self, market: MarketId, depth: usize) -> BookLevels;
-    /// Recent trades, newest first, starting at the newest trade with `exch_seq <=
-    /// at_or_before_seq` (all when `None`). May be bounded (a ring): older trades drop out.
-    fn trades_newest_first(
-        &self,
-        at_or_before_seq: Option<u64>,
-    ) -> impl Iterator<Item = TradeRecord> + '_;
+    /// The event with this ticker.
+    fn event_id(&self, ticker: &str) -> Option<EventId>;
+    /// The series with this ticker.
+    fn series_id(&self, ticker: &str) -> Option<SeriesId>;
+    /// The market's two bid ladders, ascending (best last); `depth` keeps the best N a side.
+    fn book(&self, market: MarketId, depth: Option<usize>) -> BookLevels;
+    /// Recent trades matching `query`, newest first, at most `limit`, older than `cursor`;
+    /// the page's cursor is `None` on the last page (see `Exchange::trades_page`).
+    fn trades_page(&self, query: &TradeQuery, cursor: Option<u64>, limit: usize) -> TradePage;
+}
+
+impl MarketView for Exchange {
+    fn now_ns(&self) -> i64 {
+        Exchange::now_ns(self)
+    }
+    fn markets(&self) -> &[MarketInfo] {
+        Exchange::markets(self)
+    }
+    fn events(&self) -> &[EventInfo] {
+        Exchange::events(self)
+    }
+    fn series(&self) -> &[SeriesInfo] {
+        Exchange::series(self)
+    }
+    fn market_id(&self, ticker: &str) -> Option<MarketId> {
+        Exchange::market_id(self, ticker)
+    }
+    fn event_id(&self, ticker: &str) -> Option<EventId> {
+        Exchange::event_id(self, ticker)
+    }
+    fn series_id(&self, ticker: &str) -> Option<SeriesId> {
+        Exchange::series_id(self, ticker)
+    }
+    fn book(&self, market: MarketId, depth: Option<usize>) -> BookLevels {
+        Exchange::book(self, market, depth)
+    }
+    fn trades_page(&self, query: &TradeQuery, cursor: Option<u64>, limit: usize) -> TradePage {
+        Exchange::trades_page(self, query, cursor, limit)
+    }
 }
 
 /// Runs a closure against the exchange inside the task that owns it. The hub's handle
@@ -490,7 +500,7 @@ pub enum CursorKind {
     Markets,
     /// `GET /events`: the next event id.
     Events,
-    /// `GET /markets/trades`: the `exch_seq` of the next (older) trade.
+    /// `GET /markets/trades`: the engine's trade cursor.
     Trades,
 }
 
@@ -855,8 +865,8 @@ impl Default for MarketsQuery {
 pub struct TradesQuery {
     /// Page size, 1..=1000.
     pub limit: u32,
-    /// Newest `exch_seq` to list (from the cursor).
-    pub at_or_before_seq: Option<u64>,
+    /// The engine's trade cursor (list trades older than it).
+    pub cursor: Option<u64>,
     /// `ticker=`.
     pub ticker: Option<String>,
     /// `min_ts=` (Unix s, inclusive).
@@ -871,7 +881,7 @@ impl Default for TradesQuery {
     fn default() -> TradesQuery {
         TradesQuery {
             limit: MARKETS_LIMIT_DEFAULT,
-            at_or_before_seq: None,
+            cursor: None,
             ticker: None,
             min_ts_s: None,
             max_ts_s: None,
@@ -1000,7 +1010,7 @@ pub fn parse_markets_query(pairs: &Pairs) -> Result<MarketsQuery, ApiError> {
 pub fn parse_trades_query(pairs: &Pairs) -> Result<TradesQuery, ApiError> {
     Ok(TradesQuery {
         limit: parse_limit(pairs, MARKETS_LIMIT_DEFAULT, MARKETS_LIMIT_MAX, true)?,
-        at_or_before_seq: parse_cursor(pairs, CursorKind::Trades)?,
+        cursor: parse_cursor(pairs, CursorKind::Trades)?,
         ticker: param(pairs, "ticker").map(str::to_owned),
         min_ts_s: parse_int(pairs, "min_ts")?,
         max_ts_s: parse_int(pairs, "max_ts")?,
@@ -1042,16 +1052,6 @@ fn event_of<'v, V: MarketView>(v: &'v V, market: &MarketInfo) -> Option<&'v Even
 
 fn series_of<'v, V: MarketView>(v: &'v V, event: &EventInfo) -> Option<&'v SeriesInfo> {
     v.series().get(usize::try_from(event.series).ok()?)
-}
-
-fn event_id_of<V: MarketView>(v: &V, ticker: &str) -> Option<EventId> {
-    let pos = v.events().iter().position(|e| e.ticker == ticker)?;
-    EventId::try_from(pos).ok()
-}
-
-fn series_id_of<V: MarketView>(v: &V, ticker: &str) -> Option<SeriesId> {
-    let pos = v.series().iter().position(|s| s.ticker == ticker)?;
-    SeriesId::try_from(pos).ok()
 }
 
 fn market_at<V: MarketView>(v: &V, id: MarketId) -> Option<&MarketInfo> {
@@ -1152,14 +1152,14 @@ pub fn market_json<V: MarketView>(v: &V, m: &MarketInfo) -> MarketJson {
 pub fn markets_page<V: MarketView>(v: &V, q: &MarketsQuery) -> MarketsPage {
     let empty = MarketsPage { markets: Vec::new(), cursor: String::new() };
     let event_filter = match &q.event_ticker {
-        Some(t) => match event_id_of(v, t) {
+        Some(t) => match v.event_id(t) {
             Some(id) => Some(id),
             None => return empty,
         },
         None => None,
     };
     let series_filter = match &q.series_ticker {
-        Some(t) => match series_id_of(v, t) {
+        Some(t) => match v.series_id(t) {
             Some(id) => Some(id),
             None => return empty,
         },
@@ -1217,7 +1217,10 @@ pub fn orderbook_response<V: MarketView>(
     let id = v
         .market_id(ticker)
         .ok_or_else(|| ApiError::NotFound(format!("market {ticker} not found")))?;
-    let book = v.book(id, depth);
+    if market_at(v, id).is_none() {
+        return Err(ApiError::NotFound(format!("market {ticker} not found")));
+    }
+    let book = v.book(id, (depth > 0).then_some(depth));
     let ladder = |levels: &[crate::market::model::Level]| {
         let skip = if depth == 0 { 0 } else { levels.len().saturating_sub(depth) };
         levels[skip..]
@@ -1230,7 +1233,7 @@ pub fn orderbook_response<V: MarketView>(
     })
 }
 
-fn trade_json<V: MarketView>(v: &V, t: &TradeRecord) -> TradeJson {
+fn trade_json<V: MarketView>(v: &V, t: &RecentTrade) -> TradeJson {
     TradeJson {
         trade_id: uuid(&t.trade_id),
         ticker: market_at(v, t.market).map(|m| m.ticker.clone()).unwrap_or_default(),
@@ -1259,25 +1262,18 @@ pub fn trades_page<V: MarketView>(v: &V, q: &TradesQuery) -> TradesPage {
     if q.is_block_trade == Some(true) {
         return empty;
     }
+    let query = TradeQuery {
+        market,
+        min_ts_ns: q.min_ts_s.map(|s| s.saturating_mul(NS_PER_S)),
+        // Inclusive in whole seconds: every ns of the `max_ts` second.
+        max_ts_ns: q.max_ts_s.map(|s| s.saturating_mul(NS_PER_S).saturating_add(NS_PER_S - 1)),
+    };
     let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
-    let mut trades = Vec::with_capacity(limit.min(1024));
-    let mut cursor = String::new();
-    for t in v.trades_newest_first(q.at_or_before_seq) {
-        let ts_s = t.ts_ns.div_euclid(NS_PER_S);
-        if q.min_ts_s.is_some_and(|min| ts_s < min) {
-            // Newest first: everything after this is older still.
-            break;
-        }
-        if market.is_some_and(|m| t.market != m) || q.max_ts_s.is_some_and(|max| ts_s > max) {
-            continue;
-        }
-        if trades.len() == limit {
-            cursor = encode_cursor(CursorKind::Trades, t.exch_seq);
-            break;
-        }
-        trades.push(trade_json(v, &t));
+    let page = v.trades_page(&query, q.cursor, limit);
+    TradesPage {
+        trades: page.trades.iter().map(|t| trade_json(v, t)).collect(),
+        cursor: page.cursor.map(|c| encode_cursor(CursorKind::Trades, c)).unwrap_or_default(),
     }
-    TradesPage { trades, cursor }
 }
 
 fn event_json<V: MarketView>(v: &V, e: &EventInfo, markets: Option<Vec<MarketJson>>) -> EventJson {
@@ -1300,7 +1296,7 @@ fn event_json<V: MarketView>(v: &V, e: &EventInfo, markets: Option<Vec<MarketJso
 pub fn events_page<V: MarketView>(v: &V, q: &EventsQuery) -> EventsPage {
     let empty = EventsPage { events: Vec::new(), cursor: String::new(), milestones: Vec::new() };
     let series_filter = match &q.series_ticker {
-        Some(t) => match series_id_of(v, t) {
+        Some(t) => match v.series_id(t) {
             Some(id) => Some(id),
             None => return empty,
         },
