@@ -1738,4 +1738,177 @@ mod tests {
             Ok((Some(5), Some(9)))
         );
     }
+
+    /// A small seeded engine run until it has traded: (exchange, the trades it emitted in order).
+    fn engine_run() -> (Exchange, Vec<crate::market::model::ExchEvent>) {
+        let cfg = crate::market::MarketConfig { seed: 7, markets: 300, ..Default::default() };
+        let mut ex = Exchange::new(cfg);
+        let mut events = Vec::new();
+        while events.len() < 30_000 {
+            ex.next_batch(&mut events);
+        }
+        let trades = events
+            .into_iter()
+            .filter(|e| matches!(e.kind, crate::market::model::ExchEventKind::Trade { .. }))
+            .collect();
+        (ex, trades)
+    }
+
+    #[test]
+    fn engine_markets_page_through_the_whole_catalog_once() {
+        let (ex, _) = engine_run();
+        let mut seen = Vec::new();
+        let mut q = MarketsQuery { limit: 7, ..MarketsQuery::default() };
+        loop {
+            let page = markets_page(&ex, &q);
+            seen.extend(page.markets.iter().map(|m| m.ticker.clone()));
+            if page.cursor.is_empty() {
+                break;
+            }
+            let next = decode_cursor(CursorKind::Markets, &page.cursor);
+            q.start = next.and_then(|n| MarketId::try_from(n).ok()).unwrap_or(MarketId::MAX);
+        }
+        let all: Vec<String> = ex.markets().iter().map(|m| m.ticker.clone()).collect();
+        assert!(all.len() >= 300);
+        assert_eq!(seen, all);
+
+        // Status filters partition the catalog exactly as §9 maps them.
+        let filters = [
+            StatusFilter::Unopened,
+            StatusFilter::Open,
+            StatusFilter::Paused,
+            StatusFilter::Closed,
+            StatusFilter::Settled,
+        ];
+        let mut total = 0;
+        for f in filters {
+            let page = markets_page(
+                &ex,
+                &MarketsQuery {
+                    limit: MARKETS_LIMIT_MAX,
+                    status: Some(f),
+                    ..MarketsQuery::default()
+                },
+            );
+            let expected = ex.markets().iter().filter(|m| f.matches(m.status)).count();
+            assert_eq!(page.markets.len(), expected, "{f:?}");
+            total += expected;
+        }
+        assert_eq!(total, ex.markets().len());
+    }
+
+    #[test]
+    fn engine_market_fields_come_from_the_engine_state() {
+        let (ex, _) = engine_run();
+        for m in ex.markets() {
+            let json = market_response(&ex, &m.ticker).map(|r| r.market);
+            let Ok(json) = json else { panic!("{} not served", m.ticker) };
+            let t = &m.ticker_state;
+            assert_eq!(json.status, status_str(m.status));
+            assert_eq!(json.event_ticker, ex.events()[m.event as usize].ticker);
+            assert_eq!(json.yes_bid_dollars, dollars(t.yes_bid_micros));
+            assert_eq!(json.yes_ask_dollars, dollars(t.yes_ask_micros));
+            assert_eq!(json.no_bid_dollars, dollars(DOLLAR_MICROS - t.yes_ask_micros));
+            assert_eq!(json.no_ask_dollars, dollars(DOLLAR_MICROS - t.yes_bid_micros));
+            assert_eq!(json.volume_fp, fp(t.volume_centi));
+            assert_eq!(json.open_interest_fp, fp(t.open_interest_centi));
+            assert_eq!(json.close_time, rfc3339(m.close_ts_ns));
+            assert_eq!(json.price_level_structure, grid_name(m.grid));
+            // The top of book the market reports is the book's.
+            let book = ex.book(ex.market_id(&m.ticker).unwrap_or(0), Some(1));
+            assert_eq!(
+                json.yes_bid_dollars,
+                dollars(book.yes.last().map_or(0, |l| l.price_micros))
+            );
+        }
+        assert!(matches!(market_response(&ex, "KXNOPE"), Err(ApiError::NotFound(_))));
+    }
+
+    #[test]
+    fn engine_orderbook_is_the_engine_book() {
+        let (ex, _) = engine_run();
+        let mut nonempty = 0;
+        for (id, m) in ex.markets().iter().enumerate() {
+            let id = MarketId::try_from(id).unwrap_or(0);
+            let full = ex.book(id, None);
+            for depth in [0, 1, 3] {
+                let Ok(r) = orderbook_response(&ex, &m.ticker, depth) else {
+                    panic!("{}", m.ticker)
+                };
+                let keep = |n: usize| if depth == 0 { n } else { n.min(depth) };
+                assert_eq!(r.orderbook_fp.yes_dollars.len(), keep(full.yes.len()));
+                assert_eq!(r.orderbook_fp.no_dollars.len(), keep(full.no.len()));
+                if let (Some(best), Some(l)) = (full.yes.last(), r.orderbook_fp.yes_dollars.last())
+                {
+                    assert_eq!(l, &[dollars(best.price_micros), fp(best.size_centi)]);
+                }
+            }
+            nonempty += usize::from(!full.yes.is_empty());
+        }
+        assert!(nonempty > 0, "no market has a book");
+    }
+
+    #[test]
+    fn engine_trades_endpoint_lists_the_emitted_trades_newest_first() {
+        use crate::market::model::ExchEventKind;
+        let (ex, emitted) = engine_run();
+        assert!(emitted.len() > 50, "only {} trades", emitted.len());
+        let mut listed = Vec::new();
+        let mut q = TradesQuery { limit: 37, ..TradesQuery::default() };
+        loop {
+            let page = trades_page(&ex, &q);
+            listed.extend(page.trades);
+            if page.cursor.is_empty() {
+                break;
+            }
+            q.cursor = decode_cursor(CursorKind::Trades, &page.cursor);
+        }
+        let expected: Vec<TradeJson> = emitted
+            .iter()
+            .rev()
+            .map(|e| match e.kind {
+                ExchEventKind::Trade {
+                    market,
+                    trade_id,
+                    yes_price_micros,
+                    count_centi,
+                    taker_side,
+                    taker_book_side,
+                } => TradeJson {
+                    trade_id: uuid(&trade_id),
+                    ticker: ex.markets()[market as usize].ticker.clone(),
+                    count_fp: fp(count_centi),
+                    yes_price_dollars: dollars(yes_price_micros),
+                    no_price_dollars: dollars(DOLLAR_MICROS - yes_price_micros),
+                    taker_side: side_str(taker_side),
+                    taker_outcome_side: side_str(taker_side),
+                    taker_book_side: book_side_str(taker_book_side),
+                    is_block_trade: false,
+                    created_time: rfc3339(e.ts_ns),
+                },
+                _ => unreachable!("filtered to trades"),
+            })
+            .collect();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn engine_events_nest_every_market_once() {
+        let (ex, _) = engine_run();
+        let page =
+            events_page(&ex, &EventsQuery { with_nested_markets: true, ..EventsQuery::default() });
+        let mut nested: Vec<String> = page
+            .events
+            .iter()
+            .flat_map(|e| e.markets.iter().flatten().map(|m| m.ticker.clone()))
+            .collect();
+        if ex.events().len() <= 200 {
+            nested.sort();
+            let mut all: Vec<String> = ex.markets().iter().map(|m| m.ticker.clone()).collect();
+            all.sort();
+            assert_eq!(nested, all);
+        }
+        let series = series_list(&ex, None);
+        assert_eq!(series.series.len(), ex.series().len());
+    }
 }
