@@ -580,7 +580,6 @@ pub struct PriceRangeJson {
 
 /// A Market object.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct MarketJson {
     pub ticker: String,
     pub event_ticker: String,
@@ -664,7 +663,6 @@ pub struct OrderbookResponse {
 
 /// A Trade object.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct TradeJson {
     pub trade_id: String,
     pub ticker: String,
@@ -689,7 +687,6 @@ pub struct TradesPage {
 
 /// An Event object.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct EventJson {
     pub event_ticker: String,
     pub series_ticker: String,
@@ -717,7 +714,6 @@ pub struct EventsPage {
 
 /// A Series object.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct SeriesJson {
     pub ticker: String,
     pub frequency: String,
@@ -748,7 +744,6 @@ pub struct SeriesResponse {
 
 /// `GET /exchange/status`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct ExchangeStatusJson {
     pub exchange_active: bool,
     pub trading_active: bool,
@@ -759,7 +754,6 @@ pub struct ExchangeStatusJson {
 
 /// One shard of `exchange_index_statuses`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct ExchangeIndexStatusJson {
     pub exchange_index: u32,
     pub description: &'static str,
@@ -845,6 +839,47 @@ pub struct MarketsQuery {
     pub series_ticker: Option<String>,
     /// `tickers=` (comma list).
     pub tickers: Option<Vec<String>>,
+    /// One of the timestamp windows (`min/max_created_ts`, `min/max_close_ts`,
+    /// `min/max_settled_ts`), Unix seconds, inclusive.
+    pub window: Option<TimeWindow>,
+    /// `mve_filter=only`: the simulator lists no multivariate markets, so the page is empty.
+    pub mve_only: bool,
+}
+
+/// Which market time a `GET /markets` timestamp window filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowField {
+    /// `created_time` (`min/max_created_ts`; with `unopened`, `open` or no status).
+    Created,
+    /// `close_time` (`min/max_close_ts`; with `closed` or no status).
+    Close,
+    /// `settlement_ts` (`min/max_settled_ts`; with `settled` or no status).
+    Settled,
+}
+
+/// A `GET /markets` timestamp window, Unix seconds, both ends inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// The market time it filters on.
+    pub field: WindowField,
+    /// Lower bound.
+    pub min_s: Option<i64>,
+    /// Upper bound.
+    pub max_s: Option<i64>,
+}
+
+impl TimeWindow {
+    fn matches(&self, m: &MarketInfo) -> bool {
+        let ts_ns = match self.field {
+            WindowField::Created => Some(m.created_ts_ns),
+            WindowField::Close => Some(m.close_ts_ns),
+            WindowField::Settled => m.settled_ts_ns.filter(|_| m.status == MarketStatus::Finalized),
+        };
+        ts_ns.is_some_and(|ts| {
+            let s = ts.div_euclid(NS_PER_S);
+            self.min_s.is_none_or(|min| s >= min) && self.max_s.is_none_or(|max| s <= max)
+        })
+    }
 }
 
 impl Default for MarketsQuery {
@@ -856,6 +891,8 @@ impl Default for MarketsQuery {
             event_ticker: None,
             series_ticker: None,
             tickers: None,
+            window: None,
+            mve_only: false,
         }
     }
 }
@@ -996,14 +1033,57 @@ pub fn parse_markets_query(pairs: &Pairs) -> Result<MarketsQuery, ApiError> {
             tickers.len()
         )));
     }
-    Ok(MarketsQuery {
+    MarketsQuery {
         limit: parse_limit(pairs, MARKETS_LIMIT_DEFAULT, MARKETS_LIMIT_MAX, true)?,
         start: id_from_cursor(parse_cursor(pairs, CursorKind::Markets)?),
         status: parse_status(pairs, true)?,
         event_ticker: param(pairs, "event_ticker").map(str::to_owned),
         series_ticker: param(pairs, "series_ticker").map(str::to_owned),
         tickers: if tickers.is_empty() { None } else { Some(tickers) },
-    })
+        window: None,
+        mve_only: false,
+    }
+    .with_window(pairs)
+}
+
+impl MarketsQuery {
+    /// Adds the timestamp window and `mve_filter`, refusing the combinations Kalshi refuses:
+    /// one window at a time, each only with its compatible statuses.
+    fn with_window(mut self, pairs: &Pairs) -> Result<MarketsQuery, ApiError> {
+        use StatusFilter::*;
+        let groups = [
+            (WindowField::Created, "created", &[Unopened, Open][..]),
+            (WindowField::Close, "close", &[Closed][..]),
+            (WindowField::Settled, "settled", &[Settled][..]),
+        ];
+        for (field, name, statuses) in groups {
+            let min_s = parse_int(pairs, &format!("min_{name}_ts"))?;
+            let max_s = parse_int(pairs, &format!("max_{name}_ts"))?;
+            if min_s.is_none() && max_s.is_none() {
+                continue;
+            }
+            if self.window.is_some() {
+                return Err(ApiError::BadRequest(
+                    "timestamp filters are mutually exclusive: use one of created/close/settled"
+                        .to_owned(),
+                ));
+            }
+            if self.status.is_some_and(|s| !statuses.contains(&s)) {
+                return Err(ApiError::BadRequest(format!(
+                    "min/max_{name}_ts is incompatible with this status filter"
+                )));
+            }
+            self.window = Some(TimeWindow { field, min_s, max_s });
+        }
+        match param(pairs, "mve_filter") {
+            None | Some("exclude") => {}
+            Some("only") => self.mve_only = true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!("mve_filter: unknown value {other:?}")));
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// Parses `GET /markets/trades` parameters.
@@ -1165,8 +1245,12 @@ pub fn markets_page<V: MarketView>(v: &V, q: &MarketsQuery) -> MarketsPage {
         },
         None => None,
     };
+    if q.mve_only {
+        return empty;
+    }
     let matches = |m: &MarketInfo| {
         q.status.is_none_or(|s| s.matches(m.status))
+            && q.window.is_none_or(|w| w.matches(m))
             && event_filter.is_none_or(|e| m.event == e)
             && series_filter.is_none_or(|s| event_of(v, m).is_some_and(|event| event.series == s))
     };
@@ -1726,6 +1810,20 @@ mod tests {
         );
         let many = format!("tickers={}", vec!["T"; TICKERS_FILTER_MAX + 1].join(","));
         assert!(parse_markets_query(&q(&many)).is_err());
+        let window = |s: &str| parse_markets_query(&q(s)).map(|m| m.window);
+        assert_eq!(
+            window("min_close_ts=5&status=closed"),
+            Ok(Some(TimeWindow { field: WindowField::Close, min_s: Some(5), max_s: None }))
+        );
+        assert_eq!(
+            window("max_created_ts=9&status=open"),
+            Ok(Some(TimeWindow { field: WindowField::Created, min_s: None, max_s: Some(9) }))
+        );
+        assert!(window("min_close_ts=5&status=open").is_err());
+        assert!(window("min_settled_ts=5&status=closed").is_err());
+        assert!(window("min_created_ts=5&max_close_ts=9").is_err());
+        assert!(parse_markets_query(&q("mve_filter=maybe")).is_err());
+        assert_eq!(parse_markets_query(&q("mve_filter=only")).map(|m| m.mve_only), Ok(true));
         assert_eq!(parse_events_query(&q("")).map(|e| e.limit), Ok(200));
         assert!(parse_events_query(&q("limit=0")).is_err());
         assert!(parse_events_query(&q("limit=201")).is_err());
