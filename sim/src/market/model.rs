@@ -253,3 +253,23 @@ pub struct MarketInfo {
     /// Yes/no sub-titles.
     pub yes_sub_title: String,
 }
+
+/// The fields a `market_lifecycle_v2` message carries besides its kind, as of that event
+/// (see `Exchange::lifecycle_fields`). Times in ns since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LifecycleFields {
+    /// Open time (whole seconds).
+    pub open_ts_ns: i64,
+    /// Close time (whole seconds; moved by `CloseDateUpdated`).
+    pub close_ts_ns: i64,
+    /// Determination time, once determined.
+    pub determined_ts_ns: Option<i64>,
+    /// Settlement time, once settled.
+    pub settled_ts_ns: Option<i64>,
+    /// Result, once determined.
+    pub result: Option<Side>,
+    /// Settlement value of a YES contract (`DOLLAR_MICROS` or 0), once determined.
+    pub settlement_value_micros: Option<u32>,
+    /// Whether trading is paused (`is_deactivated`).
+    pub is_deactivated: bool,
+}
