@@ -41,7 +41,9 @@
 //! 0x20 delivery  connection id varint, item count varint, items; an item is a varint
 //!                `zz(seq − prev) << 2 | kind` (kind 0 delivered, 1 delivered again (duplicate),
 //!                2 gap: the transport withheld seqs `seq..=seq+n`, followed by n varint);
-//!                `prev` starts at 0 in each record and becomes the item's last seq
+//!                `prev` starts at 0 in each record and becomes the item's last seq; a jump
+//!                too large for the tag (`zz ≥ 2^62`) is written as varint 3, the absolute seq
+//!                (varint) and the kind (u8)
 //! 0x7F end       events varint, last exch_seq varint
 //! ```
 //! `dseq` is the event's `exch_seq` minus the previous event record's (varint, ≥ 1), `dts` its
@@ -538,9 +540,16 @@ impl<W: Write> TruthWriter<W> {
         self.frame(tag)
     }
 
-    /// A connection's delivery log (split into several records when long).
+    /// A connection's delivery log (split into several records when long; one record when empty).
     pub fn write_delivery(&mut self, conn_id: u64, items: &[DeliveryItem]) -> io::Result<()> {
-        for chunk in items.chunks(DELIVERY_ITEMS_PER_RECORD_MAX) {
+        // An empty log still gets its record: the connection existed and was sent nothing.
+        let empty: [&[DeliveryItem]; 1] = [&[]];
+        let chunks: Vec<&[DeliveryItem]> = if items.is_empty() {
+            empty.to_vec()
+        } else {
+            items.chunks(DELIVERY_ITEMS_PER_RECORD_MAX).collect()
+        };
+        for chunk in chunks {
             let p = &mut self.payload;
             put_varint(p, conn_id);
             put_varint(p, chunk.len() as u64);
@@ -554,7 +563,15 @@ impl<W: Write> TruthWriter<W> {
                         (first, 2, last)
                     }
                 };
-                put_varint(p, (zigzag(seq.wrapping_sub(prev) as i64) << 2) | kind);
+                let zz = zigzag(seq.wrapping_sub(prev) as i64);
+                if zz < 1 << 62 {
+                    put_varint(p, (zz << 2) | kind);
+                } else {
+                    // A jump too far for the 2-bit tag: escape, then the absolute seq and kind.
+                    put_varint(p, 3);
+                    put_varint(p, seq);
+                    p.push(kind as u8);
+                }
                 if kind == 2 {
                     put_varint(p, last - seq);
                 }
@@ -986,8 +1003,12 @@ impl<R: Read> TruthReader<R> {
                 let mut prev: u64 = 0;
                 for _ in 0..n {
                     let v = p.varint()?;
-                    let seq = prev.wrapping_add(unzigzag(v >> 2) as u64);
-                    let item = match v & 3 {
+                    let (seq, kind) = if v == 3 {
+                        (p.varint()?, u64::from(p.u8()?))
+                    } else {
+                        (prev.wrapping_add(unzigzag(v >> 2) as u64), v & 3)
+                    };
+                    let item = match kind {
                         0 => DeliveryItem::Delivered(seq),
                         1 => DeliveryItem::Duplicate(seq),
                         2 => {
