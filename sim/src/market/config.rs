@@ -26,9 +26,10 @@ pub struct MarketConfig {
     pub start_ts_ns: i64,
     /// Truncate exchange times to whole seconds (the legacy feed), not microseconds. Default off.
     pub legacy_whole_second_times: bool,
-    /// Probability (ppm) that an order action's delta is immediately repeated exactly (same
-    /// market, exchange time, side, price and change): genuine identical events that merge code
-    /// must not collapse. Default 2,000 (0.2%).
+    /// Probability (ppm) that the delta of a quote or cancel is immediately repeated exactly
+    /// (same market, exchange time, side, price and change): genuine identical events that merge
+    /// code must not collapse. A cancel's repeat is skipped when the level cannot cover it, so
+    /// the realised rate is somewhat lower. Default 2,000 (0.2%).
     pub identical_delta_ppm: u32,
     /// Share (ppm) of markets whose sizes are fractional hundredths. Default 50,000 (5%).
     pub fractional_market_ppm: u32,

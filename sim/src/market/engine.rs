@@ -16,7 +16,8 @@
 //!   (`Delta` +size), a cancel (`Delta` −size, never more than rests), or a crossing bid that
 //!   trades against the other ladder (`Trade`s at the resting prices, then the resting side's
 //!   `Delta`s, then a `Delta` for any remainder that rests), then at most one `Ticker` if the
-//!   ticker state changed. All events of one action share its exchange time.
+//!   ticker state changed. All events of one action share its exchange time. Every taker buys
+//!   an outcome, so trades report `taker_book_side = Ask`.
 //! - Lifecycle: markets are created (`EventCreated`, `Created`), open (`Activated`), may pause
 //!   (`Deactivated`, `Activated`) or have their close moved (`CloseDateUpdated`), stop trading at
 //!   their close time (status `Closed`, no event, as on Kalshi), then `Determined` and `Settled`.
