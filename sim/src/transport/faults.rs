@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::session::SubSummary;
 
@@ -28,6 +28,12 @@ pub const PPM: u32 = 1_000_000;
 pub const CLOSE_CODES: [u16; 4] = [1000, 1001, 1006, 1011];
 /// Control messages queued for one connection; the control endpoint waits when full.
 pub const CONTROL_QUEUE_MAX: usize = 16;
+/// Longest a control request waits for the connection to act on it (a connection blocked on a
+/// client that does not read may take up to `ws::WRITE_STALL_MAX`; then it is gone anyway).
+pub const CONTROL_ACK_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// A control message and the acknowledgement the connection sends once it has acted on it.
+pub type ControlMsg = (Control, oneshot::Sender<()>);
 /// Longest silence or outage a request may ask for: a longer one is a test mistake, and the
 /// cap keeps a typo from wedging a run for hours.
 pub const FAULT_PERIOD_MAX: Duration = Duration::from_secs(600);
@@ -241,7 +247,7 @@ struct ConnEntry {
     tls: bool,
     peer: String,
     key_id: Option<String>,
-    control: mpsc::Sender<Control>,
+    control: mpsc::Sender<ControlMsg>,
     stats: Arc<ConnStats>,
 }
 
@@ -359,7 +365,7 @@ impl Registry {
         tls: bool,
         peer: String,
         key_id: Option<String>,
-    ) -> (u64, mpsc::Receiver<Control>, Arc<ConnStats>) {
+    ) -> (u64, mpsc::Receiver<ControlMsg>, Arc<ConnStats>) {
         let conn = self.next_conn.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE_MAX);
         let stats = Arc::new(ConnStats::default());
@@ -395,7 +401,8 @@ impl Registry {
             .collect()
     }
 
-    /// Sends a fault to one connection.
+    /// Sends a fault to one connection and waits until the connection has acted on it, so
+    /// whatever the caller does next happens after the fault took effect.
     pub async fn control(&self, conn: u64, control: Control) -> Result<(), ControlError> {
         if let Control::Silence(d) = control {
             check_period(d)?;
@@ -404,7 +411,14 @@ impl Registry {
             .get(&conn)
             .map(|e| e.control.clone())
             .ok_or(ControlError::NoConnection(conn))?;
-        tx.send(control).await.map_err(|_| ControlError::NoConnection(conn))
+        let (ack, acked) = oneshot::channel();
+        tx.send((control, ack)).await.map_err(|_| ControlError::NoConnection(conn))?;
+        match tokio::time::timeout(CONTROL_ACK_TIMEOUT, acked).await {
+            Ok(Ok(())) => Ok(()),
+            // The connection ended while acting on it (a close) or is stuck: either way the
+            // fault is applied as far as it can be.
+            Ok(Err(_)) | Err(_) => Ok(()),
+        }
     }
 
     /// Exchange outage: refuse handshakes (503) for `period`; when `close_code` is given, every
@@ -417,9 +431,9 @@ impl Registry {
         check_period(period)?;
         *lock(&self.outage_until) = Some(Instant::now() + period);
         if let Some(code) = close_code {
-            let txs: Vec<_> = lock(&self.conns).values().map(|e| e.control.clone()).collect();
-            for tx in txs {
-                let _ = tx.send(Control::Close(code)).await;
+            let conns: Vec<u64> = lock(&self.conns).keys().copied().collect();
+            for conn in conns {
+                let _ = self.control(conn, Control::Close(code)).await;
             }
         }
         Ok(())

@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::auth::{AuthReject, KeyStore};
-use super::faults::{Admission, ConnFaults, ConnStats, Control, Fate, Registry, Slot};
+use super::faults::{Admission, ConnFaults, ConnStats, Control, ControlMsg, Fate, Registry, Slot};
 use super::hub::{Batch, HubHandle};
 use super::proto::{self, Shape};
 use super::session::{self, Out, Session, SessionLimits, SnapshotKind};
@@ -257,7 +257,7 @@ impl Driver {
     async fn run<S>(
         mut self,
         ws: WebSocketStream<S>,
-        mut control: mpsc::Receiver<Control>,
+        mut control: mpsc::Receiver<ControlMsg>,
         mut shutdown: watch::Receiver<bool>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -272,6 +272,7 @@ impl Driver {
         let mut fault_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + FAULT_TICK, FAULT_TICK);
         let mut out = Vec::new();
+        let mut acks = Vec::new();
         let end = loop {
             let step: Result<(), End> = tokio::select! {
                 msg = stream.next() => match msg {
@@ -312,7 +313,10 @@ impl Driver {
                     }
                 }
                 ctl = control.recv() => match ctl {
-                    Some(c) => self.act(c, &mut out),
+                    Some((c, ack)) => {
+                        acks.push(ack);
+                        self.act(c, &mut out)
+                    }
                     None => Ok(()),
                 },
                 _ = fault_tick.tick() => match self.faults.second() {
@@ -329,6 +333,13 @@ impl Driver {
             };
             let written =
                 tokio::time::timeout(WRITE_STALL_MAX, self.write_out(&mut sink, &mut out)).await;
+            // Acknowledged once what the fault produced (error 25, ...) is written; a closing
+            // fault is acknowledged after the close below.
+            if step.is_ok() {
+                for ack in acks.drain(..) {
+                    let _ = ack.send(());
+                }
+            }
             match (step, written) {
                 (Ok(()), Ok(Ok(()))) => {}
                 (Err(end), _) => break end,
@@ -346,6 +357,9 @@ impl Driver {
                 let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, sink.flush()).await;
             }
             End::Drop => {}
+        }
+        for ack in acks {
+            let _ = ack.send(());
         }
         tracing::debug!(conn = self.conn, "connection ended");
     }
