@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::market::truth::{DeliveryItem, TruthWriter};
+
 use super::proto::{self, Shape};
 use crate::market::Exchange;
 use crate::market::model::{ExchEvent, ExchEventKind, MarketId};
@@ -116,7 +118,12 @@ enum Request {
     Query(QueryFn),
     /// Manual clock: produce this many events, reply with the last exchange position.
     Advance { events: u64, reply: oneshot::Sender<u64> },
+    /// A piece of a connection's delivery log for the truth file.
+    Delivery { conn: u64, items: Vec<DeliveryItem> },
 }
+
+/// The truth file the hub writes, when configured.
+pub type TruthFile = TruthWriter<std::io::BufWriter<std::fs::File>>;
 
 /// Cheap-clone handle to the hub: requests, and the event broadcast.
 #[derive(Clone)]
@@ -160,6 +167,12 @@ impl HubHandle {
         let (reply, rx) = oneshot::channel();
         self.requests.send(Request::Advance { events, reply }).await.map_err(|_| HubClosed)?;
         rx.await.map_err(|_| HubClosed)
+    }
+
+    /// Appends a piece of connection `conn`'s delivery log to the truth file (no-op without
+    /// one). A connection sends its log in pieces and always at least once, when it ends.
+    pub async fn deliver(&self, conn: u64, items: Vec<DeliveryItem>) -> Result<(), HubClosed> {
+        self.requests.send(Request::Delivery { conn, items }).await.map_err(|_| HubClosed)
     }
 
     /// A receiver of every batch broadcast from now on.
@@ -242,9 +255,12 @@ pub struct HubConfig {
 
 /// Starts the hub task on the current tokio runtime. It stops when `shutdown` turns true (or
 /// its sender is dropped).
+/// With `truth`, every event is recorded as it is pulled from the engine, delivery logs as
+/// connections send them, and the file is finished when the hub stops.
 pub fn spawn(
     exchange: Exchange,
     cfg: HubConfig,
+    truth: Option<TruthFile>,
     shutdown: watch::Receiver<bool>,
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (req_tx, req_rx) = mpsc::channel(HUB_REQUESTS_MAX);
@@ -253,6 +269,7 @@ pub fn spawn(
     let hub = Hub {
         exchange,
         cfg,
+        truth,
         events: ev_tx,
         tickers: Vec::new(),
         pending: VecDeque::new(),
@@ -266,6 +283,7 @@ pub fn spawn(
 struct Hub {
     exchange: Exchange,
     cfg: HubConfig,
+    truth: Option<TruthFile>,
     events: broadcast::Sender<Batch>,
     /// Interned tickers by market id (the catalog only grows).
     tickers: Vec<Arc<str>>,
@@ -305,6 +323,9 @@ impl Hub {
                         self.produce_count(events);
                         let _ = reply.send(self.produced_seq);
                     }
+                    Some(Request::Delivery { conn, items }) => {
+                        self.truth_write(|t| t.write_delivery(conn, &items));
+                    }
                 },
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
@@ -312,6 +333,28 @@ impl Hub {
                     }
                 }
             }
+        }
+        // Delivery logs already queued belong in the file.
+        while let Ok(req) = requests.try_recv() {
+            if let Request::Delivery { conn, items } = req {
+                self.truth_write(|t| t.write_delivery(conn, &items));
+            }
+        }
+        self.finish_truth();
+    }
+
+    /// Writes to the truth file; on an I/O error the file is abandoned (reported once), the
+    /// exchange goes on.
+    fn truth_write(&mut self, f: impl FnOnce(&mut TruthFile) -> std::io::Result<()>) {
+        if let Some(Err(e)) = self.truth.as_mut().map(f) {
+            tracing::error!("truth log write failed, no further truth is recorded: {e}");
+            self.truth = None;
+        }
+    }
+
+    fn finish_truth(&mut self) {
+        if let Some(Err(e)) = self.truth.take().map(TruthWriter::finish) {
+            tracing::error!("truth log could not be finished: {e}");
         }
     }
 
@@ -330,6 +373,13 @@ impl Hub {
                     "exchange positions must increase"
                 );
                 self.produced_seq = last.exch_seq;
+            }
+            if let Some(mut truth) = self.truth.take() {
+                let recorded = action.iter().try_for_each(|ev| truth.record(&self.exchange, ev));
+                match recorded {
+                    Ok(()) => self.truth = Some(truth),
+                    Err(e) => tracing::error!("truth log write failed, no further truth: {e}"),
+                }
             }
             self.pending.extend(action);
         }

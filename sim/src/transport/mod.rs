@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::market::truth::{TruthHeader, TruthWriter};
 use crate::market::{ConfigError, Exchange, MarketConfig};
 use auth::KeyStore;
 use faults::{FaultConfig, Registry};
@@ -89,6 +90,9 @@ pub struct SimConfig {
     pub faults: FaultConfig,
     /// REST server settings.
     pub rest: RestConfig,
+    /// Ground-truth file: every exchange event and each connection's delivery log; `None` =
+    /// no truth recorded.
+    pub truth_path: Option<PathBuf>,
 }
 
 impl SimConfig {
@@ -112,6 +116,7 @@ impl SimConfig {
             ping_interval: ws::PING_INTERVAL_DEFAULT,
             faults: FaultConfig::default(),
             rest: RestConfig::default(),
+            truth_path: None,
         }
     }
 }
@@ -145,6 +150,14 @@ pub enum SimError {
         /// The error.
         source: std::io::Error,
     },
+    /// The truth file could not be created.
+    #[error("cannot create the truth file {path}: {source}")]
+    Truth {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A zero limit or interval.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
@@ -162,7 +175,9 @@ pub struct SimHandle {
     registry: Arc<Registry>,
     rest_faults: RestFaults,
     shutdown: watch::Sender<bool>,
+    hub_shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    hub_task: JoinHandle<()>,
 }
 
 /// The simulator entry point.
@@ -222,6 +237,15 @@ impl Simulator {
             return Err(SimError::Zero("session limits"));
         }
         let exchange = Exchange::try_new(cfg.market.clone())?;
+        let truth = match &cfg.truth_path {
+            Some(path) => {
+                let err = |source| SimError::Truth { path: path.clone(), source };
+                let file = std::fs::File::create(path).map_err(err)?;
+                let header = TruthHeader::for_config(&cfg.market);
+                Some(TruthWriter::new(std::io::BufWriter::new(file), &header).map_err(err)?)
+            }
+            None => None,
+        };
         let cert = tls::SimCert::generate()?;
         cert.write_pem(&cfg.cert_pem_path)?;
         let server_tls = cert.server_config()?;
@@ -231,11 +255,15 @@ impl Simulator {
         let rest = bind_opt("REST", cfg.rest_addr).await?;
         let control = bind_opt("control", cfg.control_addr).await?;
 
+        // Inputs (listeners, connections, HTTP) stop first; the hub last, so delivery logs of
+        // closing connections still reach the truth file.
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (hub_shutdown, hub_shutdown_rx) = watch::channel(false);
         let (hub, hub_task) = hub::spawn(
             exchange,
             HubConfig { clock: cfg.clock, shape: cfg.shape },
-            shutdown_rx.clone(),
+            truth,
+            hub_shutdown_rx,
         );
         let registry = Registry::new(cfg.faults, cfg.connections_max);
         let rest_faults = RestFaults::new();
@@ -248,7 +276,7 @@ impl Simulator {
             limits: cfg.session,
             shape: cfg.shape,
         });
-        let mut tasks = vec![hub_task];
+        let mut tasks = Vec::new();
         let mut addr_of = |bound: Option<(TcpListener, SocketAddr)>,
                            tls: Option<tokio_rustls::TlsAcceptor>| {
             bound.map(|(listener, addr)| {
@@ -296,7 +324,9 @@ impl Simulator {
             registry,
             rest_faults,
             shutdown,
+            hub_shutdown,
             tasks,
+            hub_task,
         })
     }
 }
@@ -357,12 +387,15 @@ impl SimHandle {
         &self.rest_faults
     }
 
-    /// Stops listeners, closes connections (1001), stops the hub, and waits (bounded by
-    /// [`SHUTDOWN_TIMEOUT`] per task) for everything to finish.
+    /// Ordered stop: listeners and HTTP servers stop, connections close (1001) and hand over
+    /// their delivery logs, then the hub stops and finishes the truth file. Each wait is
+    /// bounded by [`SHUTDOWN_TIMEOUT`].
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await;
         }
+        let _ = self.hub_shutdown.send(true);
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.hub_task).await;
     }
 }

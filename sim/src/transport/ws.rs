@@ -32,6 +32,7 @@ use super::faults::{Admission, ConnFaults, ConnStats, Control, ControlMsg, Fate,
 use super::hub::{Batch, HubHandle};
 use super::proto::{self, Shape};
 use super::session::{self, Out, Session, SessionLimits, SnapshotKind};
+use crate::market::truth::DeliveryItem;
 
 /// The WebSocket path, as on Kalshi.
 pub const WS_PATH: &str = "/trade-api/ws/v2";
@@ -46,6 +47,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// fills (error 25 follows); past this the connection is dropped so a dead client cannot hold
 /// a slot forever.
 pub const WRITE_STALL_MAX: Duration = Duration::from_secs(30);
+/// Delivery-log items a connection collects before handing them to the hub's truth file; it
+/// also hands over whatever it has when it ends. Bounds the memory of a long connection.
+pub const DELIVERY_CHUNK_ITEMS: usize = 65_536;
+/// How long a stopping listener waits for its connections to close and hand over their
+/// delivery logs (a close frame on loopback takes microseconds; a stuck client is abandoned).
+pub const CONNECTIONS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often per-second random faults are rolled.
 pub const FAULT_TICK: Duration = Duration::from_secs(1);
 
@@ -75,7 +82,9 @@ pub async fn serve(
     ctx: Arc<WsContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
@@ -83,7 +92,7 @@ pub async fn serve(
                 let ctx = ctx.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     connection(stream, peer.to_string(), tls, ctx, shutdown).await;
                 });
             }
@@ -94,6 +103,12 @@ pub async fn serve(
             }
         }
     }
+    drop(listener);
+    // Connections close (1001) and hand their delivery logs to the hub before it stops.
+    let _ = tokio::time::timeout(CONNECTIONS_DRAIN_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 async fn connection(
@@ -219,6 +234,7 @@ async fn upgrade<S>(
         session: Session::new(ctx.limits),
         stats,
         silent_until: None,
+        delivery: Vec::new(),
         started: Instant::now(),
         ctx: ctx.clone(),
     };
@@ -243,6 +259,8 @@ struct Driver {
     session: Session,
     stats: Arc<ConnStats>,
     silent_until: Option<Instant>,
+    /// Delivery-log items not yet handed to the hub.
+    delivery: Vec<DeliveryItem>,
     started: Instant,
     ctx: Arc<WsContext>,
 }
@@ -358,6 +376,8 @@ impl Driver {
             }
             End::Drop => {}
         }
+        let log = std::mem::take(&mut self.delivery);
+        let _ = self.ctx.hub.deliver(self.conn, log).await;
         for ack in acks {
             let _ = ack.send(());
         }
@@ -449,18 +469,28 @@ impl Driver {
                     }
                 }
                 Out::Data(frame) => {
+                    let gap = frame.exch_seq.map(|s| DeliveryItem::Gap { first: s, last: s });
                     if self.silent() {
                         bump(&self.stats.frames_silenced);
+                        self.delivery.extend(gap);
                         continue;
                     }
                     let copies = match self.faults.frame_fate() {
-                        Fate::Send => 1,
+                        Fate::Send => {
+                            self.delivery.extend(frame.exch_seq.map(DeliveryItem::Delivered));
+                            1
+                        }
                         Fate::Drop => {
                             bump(&self.stats.frames_dropped);
+                            self.delivery.extend(gap);
                             0
                         }
                         Fate::Duplicate => {
                             bump(&self.stats.frames_duplicated);
+                            if let Some(s) = frame.exch_seq {
+                                self.delivery.push(DeliveryItem::Delivered(s));
+                                self.delivery.push(DeliveryItem::Duplicate(s));
+                            }
                             2
                         }
                     };
@@ -475,6 +505,14 @@ impl Driver {
         }
         let changed = !out.is_empty();
         out.clear();
+        if self.delivery.len() >= DELIVERY_CHUNK_ITEMS {
+            let log = std::mem::take(&mut self.delivery);
+            self.ctx
+                .hub
+                .deliver(self.conn, log)
+                .await
+                .map_err(|_| End::Close(1011, "exchange stopped"))?;
+        }
         if changed {
             *self.stats.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 self.session.summary();
