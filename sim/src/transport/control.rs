@@ -7,8 +7,9 @@
 //! - `POST /faults/silence {"conn":2,"ms":3000}` (no data, no pings)
 //! - `POST /faults/drop_next {"conn":2,"frames":3}` / `POST /faults/dup_next {..}`
 //! - `POST /faults/overflow {"conn":2,"sid":1}` (error 25; `sid` omitted = every subscription)
-//! - `POST /faults/outage {"ms":2000,"close_code":1006}` (handshakes refused with 503;
-//!   `close_code` omitted = live connections are dropped with 1006, `0` = left alone)
+//! - `POST /faults/outage {"ms":2000,"close_code":1006}` (handshakes refused with 503 and REST
+//!   `GET /exchange/status` inactive with the resume time; `close_code` omitted = live
+//!   connections are dropped with 1006, `0` = left alone)
 //! - `POST /faults/reject_next {"handshakes":1}` (401 as if the signature were bad)
 //! - `POST /faults/rest {"status":503,"count":3}` (the REST server answers 429/500/503)
 //! - `POST /hub/advance {"events":100}` (manual clock only) → `{"exch_seq":..}`

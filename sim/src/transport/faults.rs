@@ -16,10 +16,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::rest::RestFaults;
 use super::session::SubSummary;
 
 /// Parts per million: the unit of every fault rate.
@@ -272,6 +273,8 @@ pub struct Registry {
     /// Connections holding a slot: established ones plus handshakes past admission.
     slots: AtomicUsize,
     outage_until: Mutex<Option<Instant>>,
+    /// The REST server's switches: an outage also reports the exchange inactive there.
+    rest: RestFaults,
     reject_next: AtomicU64,
     handshake_rng: Mutex<FaultRng>,
     outage_rng: Mutex<FaultRng>,
@@ -313,8 +316,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
-    /// A registry admitting at most `connections_max` connections at once.
-    pub fn new(cfg: FaultConfig, connections_max: usize) -> Arc<Self> {
+    /// A registry admitting at most `connections_max` connections at once; its outages also
+    /// show on the REST server through `rest`.
+    pub fn new(cfg: FaultConfig, connections_max: usize, rest: RestFaults) -> Arc<Self> {
         Arc::new(Self {
             cfg,
             connections_max,
@@ -322,6 +326,7 @@ impl Registry {
             next_conn: AtomicU64::new(1),
             slots: AtomicUsize::new(0),
             outage_until: Mutex::new(None),
+            rest,
             reject_next: AtomicU64::new(0),
             handshake_rng: Mutex::new(FaultRng::new(cfg.seed, 0)),
             outage_rng: Mutex::new(FaultRng::new(cfg.seed, u64::MAX)),
@@ -421,15 +426,22 @@ impl Registry {
         }
     }
 
-    /// Exchange outage: refuse handshakes (503) for `period`; when `close_code` is given, every
-    /// live connection is closed with it as well.
+    /// Exchange outage: refuse handshakes (503) and report the exchange inactive on REST
+    /// (`GET /exchange/status`, with the resume time) for `period`; when `close_code` is given,
+    /// every live connection is closed with it as well.
     pub async fn outage(
         &self,
         period: Duration,
         close_code: Option<u16>,
     ) -> Result<(), ControlError> {
         check_period(period)?;
-        *lock(&self.outage_until) = Some(Instant::now() + period);
+        let until = Instant::now() + period;
+        let resume_ns = SystemTime::now()
+            .checked_add(period)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        *lock(&self.outage_until) = Some(until);
+        self.rest.set_outage(until, resume_ns);
         if let Some(code) = close_code {
             let conns: Vec<u64> = lock(&self.conns).keys().copied().collect();
             for conn in conns {
@@ -489,7 +501,7 @@ mod tests {
 
     #[test]
     fn slots_are_bounded_and_released() {
-        let r = Registry::new(FaultConfig::default(), 1);
+        let r = Registry::new(FaultConfig::default(), 1, RestFaults::new());
         let (a, slot) = r.admit();
         assert_eq!(a, Admission::Admit);
         assert_eq!(r.admit().0, Admission::Full);

@@ -32,8 +32,9 @@ use crate::market::model::{ExchEvent, ExchEventKind, MarketId};
 /// How often the real-time clock looks for due events: 1 ms keeps the added latency under a
 /// millisecond without spinning (the task sleeps between ticks; missed ticks are skipped).
 pub const HUB_TICK: Duration = Duration::from_millis(1);
-/// Batches the broadcast holds for the slowest connection. At ~1 batch per millisecond this is
-/// about 4 s of backlog; a connection further behind has lost data and gets error 25.
+/// Default of [`HubConfig::broadcast_batches_max`]: batches the broadcast holds for the slowest
+/// connection. At ~1 batch per millisecond this is about 4 s of backlog; a connection further
+/// behind has lost data and gets error 25.
 pub const HUB_BROADCAST_BATCHES_MAX: usize = 4096;
 /// Events in one batch: bounds the size of a single broadcast item (and the work a session does
 /// before it looks at its socket again) when the engine runs fast.
@@ -245,12 +246,26 @@ impl super::rest::ExchangeQuery for HubHandle {
 }
 
 /// Hub settings.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
     /// Virtual clock.
     pub clock: Clock,
     /// Field shapes of encoded events.
     pub shape: Shape,
+    /// Batches the broadcast holds for the slowest connection (at least 1); a connection that
+    /// falls further behind gets error 25 on every subscription. Default
+    /// [`HUB_BROADCAST_BATCHES_MAX`]; tests make it tiny to reach the slow-reader path.
+    pub broadcast_batches_max: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            clock: Clock::default(),
+            shape: Shape::default(),
+            broadcast_batches_max: HUB_BROADCAST_BATCHES_MAX,
+        }
+    }
 }
 
 /// Starts the hub task on the current tokio runtime. It stops when `shutdown` turns true (or
@@ -264,7 +279,8 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (req_tx, req_rx) = mpsc::channel(HUB_REQUESTS_MAX);
-    let (ev_tx, _) = broadcast::channel(HUB_BROADCAST_BATCHES_MAX);
+    // tokio's broadcast panics on a zero capacity; the simulator refuses one before this.
+    let (ev_tx, _) = broadcast::channel(cfg.broadcast_batches_max.max(1));
     let handle = HubHandle { requests: req_tx, events: ev_tx.clone() };
     let hub = Hub {
         exchange,

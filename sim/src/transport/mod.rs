@@ -88,6 +88,9 @@ pub struct SimConfig {
     pub ping_interval: Duration,
     /// Random faults and their seed.
     pub faults: FaultConfig,
+    /// Event batches the hub's broadcast holds for the slowest connection; one further behind
+    /// gets error 25 (subscriptions dropped). Default [`hub::HUB_BROADCAST_BATCHES_MAX`].
+    pub broadcast_batches_max: usize,
     /// REST server settings.
     pub rest: RestConfig,
     /// Ground-truth file: every exchange event and each connection's delivery log; `None` =
@@ -115,6 +118,7 @@ impl SimConfig {
             session: SessionLimits::default(),
             ping_interval: ws::PING_INTERVAL_DEFAULT,
             faults: FaultConfig::default(),
+            broadcast_batches_max: hub::HUB_BROADCAST_BATCHES_MAX,
             rest: RestConfig::default(),
             truth_path: None,
         }
@@ -230,6 +234,9 @@ impl Simulator {
         if cfg.connections_max == 0 {
             return Err(SimError::Zero("connections_max"));
         }
+        if cfg.broadcast_batches_max == 0 {
+            return Err(SimError::Zero("broadcast_batches_max"));
+        }
         if cfg.ping_interval.is_zero() {
             return Err(SimError::Zero("ping_interval"));
         }
@@ -261,12 +268,16 @@ impl Simulator {
         let (hub_shutdown, hub_shutdown_rx) = watch::channel(false);
         let (hub, hub_task) = hub::spawn(
             exchange,
-            HubConfig { clock: cfg.clock, shape: cfg.shape },
+            HubConfig {
+                clock: cfg.clock,
+                shape: cfg.shape,
+                broadcast_batches_max: cfg.broadcast_batches_max,
+            },
             truth,
             hub_shutdown_rx,
         );
-        let registry = Registry::new(cfg.faults, cfg.connections_max);
         let rest_faults = RestFaults::new();
+        let registry = Registry::new(cfg.faults, cfg.connections_max, rest_faults.clone());
         let ctx = Arc::new(WsContext {
             hub: hub.clone(),
             registry: registry.clone(),

@@ -314,6 +314,8 @@ pub struct RestFaults(Arc<Mutex<FaultState>>);
 struct FaultState {
     bursts: VecDeque<(u32, RestFault)>,
     status: ExchangeStatusFlags,
+    /// A WebSocket outage in progress: when it ends, and that time as wall-clock ns.
+    outage: Option<(Instant, i64)>,
 }
 
 impl RestFaults {
@@ -348,9 +350,31 @@ impl RestFaults {
         self.lock().status = status;
     }
 
-    /// What `GET /exchange/status` reports now.
+    /// Marks an exchange outage (the one that closes WebSocket connections and refuses their
+    /// handshakes) lasting until `until`, `resume_ns` being that moment as wall-clock ns: while
+    /// it lasts `GET /exchange/status` reports the exchange and trading inactive and the resume
+    /// time, over whatever [`RestFaults::set_exchange_status`] set. A later outage replaces it.
+    pub fn set_outage(&self, until: Instant, resume_ns: i64) {
+        self.lock().outage = Some((until, resume_ns));
+    }
+
+    /// What `GET /exchange/status` reports now: the switches, overridden by an outage in
+    /// progress.
     pub fn exchange_status(&self) -> ExchangeStatusFlags {
-        self.lock().status
+        let mut state = self.lock();
+        let status = state.status;
+        match state.outage {
+            Some((until, resume_ns)) if Instant::now() < until => ExchangeStatusFlags {
+                exchange_active: false,
+                trading_active: false,
+                estimated_resume_ns: Some(resume_ns),
+            },
+            Some(_) => {
+                state.outage = None;
+                status
+            }
+            None => status,
+        }
     }
 
     /// Takes the next forced failure, if any.

@@ -432,6 +432,20 @@ impl Driver {
         }
     }
 
+    /// Hands a full chunk of the delivery log (exactly [`DELIVERY_CHUNK_ITEMS`] items) to the
+    /// hub. Called after each data frame, so where the log is cut depends only on what was
+    /// delivered (not on how many batches one pass routed), and the chunk is queued at the hub
+    /// before any later reply reaches the client: a reproduced run writes a byte-identical truth
+    /// file.
+    async fn hand_off_delivery(&mut self) -> Result<(), End> {
+        if self.delivery.len() < DELIVERY_CHUNK_ITEMS {
+            return Ok(());
+        }
+        let rest = self.delivery.split_off(DELIVERY_CHUNK_ITEMS);
+        let log = std::mem::replace(&mut self.delivery, rest);
+        self.ctx.hub.deliver(self.conn, log).await.map_err(|_| End::Close(1011, "exchange stopped"))
+    }
+
     /// Writes what the session produced: replies as they are, data frames through the frame
     /// faults, snapshots fetched from the hub first. One flush at the end.
     async fn write_out<S>(&mut self, sink: &mut Sink<S>, out: &mut Vec<Out>) -> Result<(), End>
@@ -473,6 +487,7 @@ impl Driver {
                     if self.silent() {
                         bump(&self.stats.frames_silenced);
                         self.delivery.extend(gap);
+                        self.hand_off_delivery().await?;
                         continue;
                     }
                     let copies = match self.faults.frame_fate() {
@@ -500,19 +515,12 @@ impl Driver {
                             .await
                             .map_err(|_| End::Drop)?;
                     }
+                    self.hand_off_delivery().await?;
                 }
             }
         }
         let changed = !out.is_empty();
         out.clear();
-        if self.delivery.len() >= DELIVERY_CHUNK_ITEMS {
-            let log = std::mem::take(&mut self.delivery);
-            self.ctx
-                .hub
-                .deliver(self.conn, log)
-                .await
-                .map_err(|_| End::Close(1011, "exchange stopped"))?;
-        }
         if changed {
             *self.stats.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 self.session.summary();
