@@ -1,9 +1,11 @@
 //! Every WebSocket fault kind, triggered through the control endpoint (HTTP/JSON) and observed
 //! by a client built on kdp's own protocol code over real TLS: a dropped frame is a `seq` gap,
 //! a duplicated one a repeated `seq`, closes arrive with their codes (1006 = no close frame),
-//! silence stops data and pings, an outage closes connections and refuses handshakes (503),
-//! a slow-reader overflow is error 25 with the subscription gone, a forced bad signature is a
-//! 401; random per-frame faults are reproducible from the seed and differ per connection.
+//! silence stops data and pings, an outage closes connections, refuses handshakes (503) and
+//! reports the exchange inactive on REST until it ends, a slow-reader overflow is error 25 with
+//! the subscription gone (forced, and for real: a client that stops reading while the hub's
+//! broadcast, made tiny, overtakes its connection), a forced bad signature is a 401; random
+//! per-frame faults are reproducible from the seed and differ per connection.
 //!
 //! A control request returns once the connection has acted on the fault, and the simulator
 //! runs on a manual clock, so the only waits are for frames (bounded by `ws_support::WAIT`).
@@ -12,12 +14,15 @@
 
 mod ws_support;
 
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use kdp_ingest::wire::{Channel, Command, MarketFilter};
+use kdp_ingest::wire::{Channel, Command, MarketFilter, parse_rfc3339_ns};
 use kdp_sim::transport::faults::FaultConfig;
 use ws_support::{
-    Client, Handshake, Headers, Item, Kind, Sim, client, connect_wss, control, fault, start,
+    Client, Handshake, Headers, Item, Kind, Sim, busy_markets, client, client_small_rcvbuf,
+    connect_wss, control, fault, start, within,
 };
 
 async fn trade_all(c: &mut Client) {
@@ -139,7 +144,10 @@ async fn silence_stops_data_and_pings_then_seq_shows_the_loss() {
 async fn outage_closes_connections_and_refuses_handshakes() {
     let sim = start(34, |_| {}).await;
     let mut c = client(&sim).await;
+    let outage = Duration::from_millis(1500);
     fault(&sim.handle, "/faults/outage", r#"{"ms":1500,"close_code":1001}"#).await;
+    // The simulator set the outage's end before answering, so it is at most `outage` from now.
+    let outage_over = tokio::time::Instant::now() + outage;
     match c.item().await {
         Item::Close(code) => assert_eq!(code, Some(1001)),
         other => panic!("expected close 1001, got {other:?}"),
@@ -148,17 +156,68 @@ async fn outage_closes_connections_and_refuses_handshakes() {
         Handshake::Refused(status, _) => assert_eq!(status, 503),
         Handshake::Connected(_) => panic!("handshake accepted during the outage"),
     }
-    // The outage ends: handshakes are admitted again.
-    ws_support::within("the end of the outage", async {
-        loop {
-            match connect_wss(&sim.handle, Headers::Signed(sim.signer.clone())).await {
-                Handshake::Connected(_) => return,
-                Handshake::Refused(503, _) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Handshake::Refused(s, b) => panic!("unexpected refusal {s}: {b}"),
-            }
-        }
-    })
-    .await;
+    // The outage is a real-time period: once it has passed, handshakes are admitted again.
+    tokio::time::sleep_until(outage_over).await;
+    match connect_wss(&sim.handle, Headers::Signed(sim.signer.clone())).await {
+        Handshake::Connected(_) => {}
+        Handshake::Refused(s, b) => panic!("refused {s} after the outage ended: {b}"),
+    }
+    sim.handle.shutdown().await;
+}
+
+async fn exchange_status(sim: &Sim) -> serde_json::Value {
+    let (status, body) =
+        control(sim.handle.rest_addr().unwrap(), "GET", "/trade-api/v2/exchange/status", "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn wall_ns() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn outage_reports_the_exchange_inactive_on_rest_until_it_ends() {
+    let sim =
+        start(39, |cfg| cfg.rest_addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
+    let active = exchange_status(&sim).await;
+    assert_eq!(
+        (&active["exchange_active"], &active["trading_active"]),
+        (&serde_json::json!(true), &serde_json::json!(true))
+    );
+    assert!(active["exchange_estimated_resume_time"].is_null(), "{active}");
+
+    let outage = Duration::from_millis(800);
+    let period_ns = i64::try_from(outage.as_nanos()).unwrap();
+    let wall_before = wall_ns();
+    fault(&sim.handle, "/faults/outage", r#"{"ms":800,"close_code":0}"#).await;
+    let outage_over = tokio::time::Instant::now() + outage;
+    let wall_after = wall_ns();
+    let down = exchange_status(&sim).await;
+    assert_eq!(down["exchange_active"], false, "{down}");
+    assert_eq!(down["trading_active"], false, "{down}");
+    assert_eq!(down["exchange_index_statuses"][0]["exchange_active"], false, "{down}");
+    let resume = down["exchange_estimated_resume_time"].as_str().unwrap_or_else(|| {
+        panic!("exchange_estimated_resume_time must be set during an outage: {down}")
+    });
+    let resume_ns = parse_rfc3339_ns(resume.as_bytes()).unwrap();
+    assert!(
+        (wall_before + period_ns..=wall_after + period_ns).contains(&resume_ns),
+        "resume time {resume} is not the outage's end (requested {outage:?} from {wall_before} ns)"
+    );
+    match connect_wss(&sim.handle, Headers::Signed(sim.signer.clone())).await {
+        Handshake::Refused(status, _) => assert_eq!(status, 503),
+        Handshake::Connected(_) => panic!("handshake accepted during the outage"),
+    }
+
+    // The outage is a real-time period: once it has passed, REST reports the exchange active.
+    tokio::time::sleep_until(outage_over).await;
+    let up = exchange_status(&sim).await;
+    assert_eq!(up, active, "after the outage REST reports what it did before");
+    client(&sim).await;
     sim.handle.shutdown().await;
 }
 
@@ -177,6 +236,107 @@ async fn slow_reader_overflow_is_error_25_and_drops_the_subscription() {
     // Nothing arrives for the dropped subscription.
     sim.handle.hub().advance(2_000).await.unwrap();
     assert!(c.barrier().await.is_empty());
+    sim.handle.shutdown().await;
+}
+
+/// Broadcast capacity of the real slow-reader test: two batches, so a connection blocked on its
+/// socket falls behind after a few advances.
+const LAG_BROADCAST_BATCHES: usize = 2;
+/// Advances made while the client does not read. Each publishes tens of KB of frames for this
+/// subscription; about 2.8 MB reach the client before the overflow here (its receive buffer is
+/// 4 KB; the server's send buffer grows up to Linux's `tcp_wmem` maximum, 4 MiB by default), so
+/// ~20 MB leaves a wide margin for the server's writes to block and the broadcast to overtake it.
+const LAG_STEPS: usize = 600;
+const LAG_EVENTS_PER_STEP: u64 = 500;
+
+#[tokio::test]
+async fn a_reader_that_falls_behind_the_broadcast_gets_error_25_on_each_sid() {
+    let sim = start(38, |cfg| cfg.broadcast_batches_max = LAG_BROADCAST_BATCHES).await;
+    let markets = busy_markets(&sim.handle, 8).await;
+    let markets_ref: Vec<&str> = markets.iter().map(String::as_str).collect();
+    let mut c = client_small_rcvbuf(&sim, 4096).await;
+    let id = c.id();
+    c.send(&Command::Subscribe {
+        id,
+        channels: &[Channel::OrderbookDelta, Channel::Trade],
+        markets: MarketFilter::Many(&markets_ref),
+        send_initial_snapshot: false,
+        skip_ticker_ack: false,
+    })
+    .await;
+    let subscribed = c.barrier().await;
+    let sids: BTreeSet<u64> = subscribed
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Kind::Subscribed { sid, .. } => Some(*sid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sids, BTreeSet::from([1, 2]), "orderbook_delta and trade sids");
+
+    // The client stops reading; the hub keeps publishing one batch per advance.
+    for _ in 0..LAG_STEPS {
+        sim.handle.hub().advance(LAG_EVENTS_PER_STEP).await.unwrap();
+    }
+    // Reading again: everything the server managed to write, then error 25 on each sid, then
+    // the reply (the session routes pending batches, and so meets the lag, before a command).
+    let id = c.id();
+    c.send(&Command::ListSubscriptions { id }).await;
+    let frames = within("the backlog and the list reply", c.until_reply(id)).await;
+    let (reply, before) = frames.split_last().unwrap();
+    assert_eq!(reply.kind, Kind::Ok { tickers: None, subs: Some(vec![]) }, "{}", reply.text);
+    let errors: Vec<&ws_support::Frame> =
+        before.iter().filter(|f| matches!(f.kind, Kind::Error { .. })).collect();
+    println!(
+        "{} frames ({} bytes) reached the client before the overflow",
+        before.len() - errors.len(),
+        before.iter().map(|f| f.text.len()).sum::<usize>()
+    );
+    assert!(
+        !errors.is_empty(),
+        "no error 25: the connection never fell {LAG_BROADCAST_BATCHES} batches behind; raise \
+         LAG_STEPS"
+    );
+    for e in &errors {
+        assert!(matches!(e.kind, Kind::Error { code: 25, .. }), "{}", e.text);
+        assert_eq!(e.id, None, "an overflow answers no command: {}", e.text);
+    }
+    let error_sids: Vec<u64> = errors.iter().map(|e| e.sid.unwrap()).collect();
+    assert_eq!(error_sids, [1, 2], "one error 25 per subscription, in sid order");
+    let first_error = before.iter().position(|f| matches!(f.kind, Kind::Error { .. })).unwrap();
+    assert!(
+        before[first_error..].iter().all(|f| matches!(f.kind, Kind::Error { .. })),
+        "no data follows the overflow of its subscription"
+    );
+    let conns = connections(&sim).await;
+    assert_eq!(conns[0]["overflows"], 1);
+    assert_eq!(conns[0]["subscriptions"], serde_json::json!([]));
+
+    // The connection stays usable: a resubscribe gets a new sid, a snapshot and deltas.
+    let id = c.id();
+    c.send(&Command::Subscribe {
+        id,
+        channels: &[Channel::OrderbookDelta],
+        markets: MarketFilter::One(&markets[0]),
+        send_initial_snapshot: false,
+        skip_ticker_ack: false,
+    })
+    .await;
+    let f = c.frame().await;
+    assert_eq!(f.kind, Kind::Subscribed { channel: "orderbook_delta".into(), sid: 3 });
+    let f = c.frame().await;
+    assert!(matches!(f.kind, Kind::Snapshot { .. }), "{}", f.text);
+    assert_eq!((f.sid, f.seq), (Some(3), Some(1)));
+    sim.handle.hub().advance(2_000).await.unwrap();
+    let deltas: Vec<u64> = c
+        .barrier()
+        .await
+        .iter()
+        .filter(|f| matches!(f.kind, Kind::Delta { .. }))
+        .map(|f| f.seq.unwrap())
+        .collect();
+    assert!(!deltas.is_empty(), "the busiest market moved in 2,000 events");
+    assert_eq!(deltas, (2..2 + deltas.len() as u64).collect::<Vec<_>>(), "seq goes on from 1");
     sim.handle.shutdown().await;
 }
 

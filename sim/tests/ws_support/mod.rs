@@ -151,6 +151,20 @@ fn signed(s: &Signer, ts: u64) -> Vec<(&'static str, String)> {
     h.pairs().into_iter().map(|(k, v)| (k, v.to_owned())).collect()
 }
 
+/// Opens a plain `ws` connection, signed with the simulator's key, whose socket receive buffer
+/// is asked to be `rcvbuf_bytes` (the kernel rounds it): a client that stops reading then
+/// backs the server's writes up after little data.
+pub async fn client_small_rcvbuf(sim: &Sim, rcvbuf_bytes: u32) -> Client {
+    let addr = sim.handle.ws_addr().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(rcvbuf_bytes).unwrap();
+    let tcp = within("TCP connect", socket.connect(addr)).await.unwrap();
+    match handshake(tcp, &format!("ws://{addr}{PATH}"), Headers::Signed(sim.signer.clone())).await {
+        Handshake::Connected(c) => c,
+        Handshake::Refused(status, body) => panic!("handshake refused: {status} {body}"),
+    }
+}
+
 /// Connects over wss with the simulator's accepted key; panics if refused.
 pub async fn client(sim: &Sim) -> Client {
     match connect_wss(&sim.handle, Headers::Signed(sim.signer.clone())).await {
