@@ -701,10 +701,12 @@ impl Exchange {
             }
         }
         let volume = self.draw_size(st.fractional) * (1 + self.rng.below(50) as i64);
-        st.notional = i128::from(volume) * i128::from(st.fair_micros);
+        // The history traded at a price on the market's grid (the fair value need not be on it).
+        let last_price = g.floor(st.fair_micros);
+        st.notional = i128::from(volume) * i128::from(last_price);
         ts.volume_centi = volume;
         ts.open_interest_centi = volume / 2;
-        ts.last_price_micros = Some(st.fair_micros);
+        ts.last_price_micros = Some(last_price);
         ts.last_trade_size_centi = Some(CENTI);
         *ts = ticker_of(st, ts);
     }
