@@ -707,10 +707,11 @@ impl Payload<'_> {
     }
 }
 
-/// Reads a truth file: the header on construction, then records as an iterator.
+/// Reads a truth file: the header on construction, then records as an iterator. The source is
+/// buffered internally (records are read a byte at a time), so pass a plain `File`.
 #[derive(Debug)]
 pub struct TruthReader<R: Read> {
-    r: R,
+    r: io::BufReader<R>,
     header: TruthHeader,
     payload: Vec<u8>,
     prev_seq: u64,
@@ -722,7 +723,8 @@ pub struct TruthReader<R: Read> {
 
 impl<R: Read> TruthReader<R> {
     /// Reads and checks the header.
-    pub fn new(mut r: R) -> Result<Self, TruthError> {
+    pub fn new(r: R) -> Result<Self, TruthError> {
+        let mut r = io::BufReader::new(r);
         let mut h = [0u8; TRUTH_HEADER_LEN];
         r.read_exact(&mut h)?;
         if h[0..8] != TRUTH_MAGIC {
