@@ -1,9 +1,20 @@
 //! The `kdp` binary: command-line wiring only. Each subcommand hands off to a crate; this file
 //! is the only place that reads flags, files and the environment.
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kdp_sim::market::MarketConfig;
+use kdp_sim::transport::auth::{self, KeyStore};
+use kdp_sim::transport::faults::FaultConfig;
+use kdp_sim::transport::hub::Clock;
+use kdp_sim::transport::proto::Shape;
+use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,8 +35,8 @@ enum Command {
     Gatherer,
     /// Run the deduplicator: merge the gatherer databases into production.
     Dedup,
-    /// Run the Kalshi exchange simulator on loopback.
-    Sim,
+    /// Run the Kalshi exchange simulator on loopback until Ctrl-C.
+    Sim(Box<SimArgs>),
     /// Run the whole pipeline locally (embedded PostgreSQL, simulator, 3 gatherers, dedup).
     Demo,
     /// Compare production with the simulator's truth and the gatherer databases.
@@ -42,6 +53,119 @@ enum Command {
     CheckConfig,
 }
 
+/// File names `--gen-key DIR` writes, and the key id it registers.
+const DEMO_KEY_ID: &str = "kdp-demo";
+const DEMO_PRIVATE_FILE: &str = "kdp-demo.key";
+const DEMO_PUBLIC_FILE: &str = "kdp-demo.pub";
+/// Largest public-key file read: a 4096-bit RSA SPKI PEM is under 1 KiB; anything far larger is
+/// not a public key.
+const PUBLIC_KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Random-fault presets for `--faults`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FaultPreset {
+    /// No random faults (faults can still be triggered through the control endpoint).
+    None,
+    /// A few of every kind per hour of a busy connection: drop and duplicate 1 frame in 10,000,
+    /// close a connection about every 17 minutes, 15 s silences and error-25 overflows about
+    /// every hour, an exchange outage about every 3 hours, 1 % of handshakes refused with 401.
+    Light,
+}
+
+/// `kdp sim` flags.
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Seed of every random choice (catalog, order flow, lifecycle, faults): the same seed and
+    /// flags replay the same exchange.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Markets in the initial catalog (1..=10,000,000).
+    #[arg(long, default_value_t = 1_000)]
+    markets: usize,
+    /// Exchange events per second, all markets together (deltas, trades, tickers, lifecycle).
+    #[arg(long = "rate", value_name = "MSGS_PER_S", default_value_t = 5_000)]
+    rate_msgs_per_s: u64,
+    /// Virtual seconds per real second (1 = real time; at most 1,000,000).
+    #[arg(long, default_value_t = 1)]
+    speed: u32,
+    /// Plain WebSocket listener (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    ws_addr: SocketAddr,
+    /// TLS WebSocket listener (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8701")]
+    wss_addr: SocketAddr,
+    /// REST listener (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8702")]
+    rest_addr: SocketAddr,
+    /// Fault-control HTTP endpoint (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8703")]
+    control_addr: SocketAddr,
+    /// Where to write the self-signed certificate (PEM) that wss clients must trust.
+    #[arg(long, value_name = "PATH", default_value = "kdp-sim-cert.pem")]
+    cert_out: PathBuf,
+    /// An API key accepted in the signed WebSocket handshake: key id and a PEM public key file
+    /// (RSA or Ed25519, SPKI or PKCS#1). Repeatable.
+    #[arg(long = "public-key", value_name = "ID=PATH", value_parser = parse_public_key_arg)]
+    public_keys: Vec<(String, PathBuf)>,
+    /// Accept unsigned WebSocket connections (as Kalshi did until Sept 2025).
+    #[arg(long)]
+    no_auth: bool,
+    /// Generate a demo Ed25519 key pair: write DIR/kdp-demo.key (mode 0600) and
+    /// DIR/kdp-demo.pub, print the key id and paths, and accept that key.
+    #[arg(long, value_name = "DIR")]
+    gen_key: Option<PathBuf>,
+    /// Random-fault preset; the individual rates below override it.
+    #[arg(long, value_enum, default_value_t = FaultPreset::None)]
+    faults: FaultPreset,
+    /// Per data frame: drop it (the client sees a seq gap), parts per million.
+    #[arg(long)]
+    drop_ppm: Option<u32>,
+    /// Per data frame: send it twice, parts per million.
+    #[arg(long)]
+    dup_ppm: Option<u32>,
+    /// Per second of a connection: close it (1000/1001/1006/1011), parts per million.
+    #[arg(long)]
+    close_ppm_per_s: Option<u32>,
+    /// Per second of a connection: go silent (no data, no pings), parts per million.
+    #[arg(long)]
+    silence_ppm_per_s: Option<u32>,
+    /// Length of a random silence, milliseconds.
+    #[arg(long)]
+    silence_ms: Option<u64>,
+    /// Per second of a connection: slow-reader overflow (error 25), parts per million.
+    #[arg(long)]
+    overflow_ppm_per_s: Option<u32>,
+    /// Per second of the exchange: an outage (connections dropped, handshakes refused with
+    /// 503), parts per million.
+    #[arg(long)]
+    outage_ppm_per_s: Option<u32>,
+    /// Length of a random outage, milliseconds.
+    #[arg(long)]
+    outage_ms: Option<u64>,
+    /// Per handshake: refuse it with 401 as if the signature were bad, parts per million.
+    #[arg(long)]
+    bad_signature_ppm: Option<u32>,
+    /// Truncate exchange times to whole seconds, as the legacy feed did.
+    #[arg(long)]
+    legacy_times: bool,
+    /// Also send the pre-2026-03 integer fields (cents, whole counts) next to the current ones.
+    #[arg(long)]
+    legacy_fields: bool,
+    /// Probability (parts per million) that a delta is immediately repeated exactly: genuine
+    /// identical events that merge code must keep.
+    #[arg(long, default_value_t = MarketConfig::default().identical_delta_ppm)]
+    identical_delta_ppm: u32,
+}
+
+fn parse_public_key_arg(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((id, path)) if !id.is_empty() && !path.is_empty() => {
+            Ok((id.to_owned(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected ID=PATH (an API key id and a PEM public key file), got {s:?}")),
+    }
+}
+
 impl Command {
     /// The subcommand's name and the work that builds it, for the "not yet available" message.
     fn planned(&self) -> (&'static str, &'static str) {
@@ -50,7 +174,7 @@ impl Command {
         const DEDUP: &str = "the deduplicator (issue 5)";
         const OPS: &str = "the demo and operations work (issue 6)";
         match self {
-            Command::Sim => ("sim", SIM),
+            Command::Sim(_) => ("sim", SIM),
             Command::Gatherer => ("gatherer", GATHERER),
             Command::Migrate => ("migrate", GATHERER),
             Command::Dedup => ("dedup", DEDUP),
@@ -64,44 +188,313 @@ impl Command {
     }
 }
 
-/// Runs a parsed command line; the error text is printed by `main`.
-fn run(cli: Cli) -> Result<(), String> {
-    let (name, planned) = cli.command.planned();
-    Err(format!("kdp {name}: not yet available in this build; it arrives with {planned}."))
+/// How a command failed; `main` prints the text and exits with the status.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The subcommand is not built yet (status 2, like a usage error).
+    Unavailable(String),
+    /// The command ran and failed (status 1).
+    Failed(String),
+}
+
+/// Runs a parsed command line.
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Sim(args) => sim(*args).map_err(Failure::Failed),
+        other => {
+            let (name, planned) = other.planned();
+            Err(Failure::Unavailable(format!(
+                "kdp {name}: not yet available in this build; it arrives with {planned}."
+            )))
+        }
+    }
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure::Unavailable(message)) => {
             eprintln!("{message}");
             ExitCode::from(2)
         }
+        Err(Failure::Failed(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kdp sim
+// ---------------------------------------------------------------------------------------------
+
+/// `kdp sim`: start, print the banner on stdout, run until Ctrl-C (or SIGTERM), shut down.
+fn sim(args: SimArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("kdp sim: cannot start the tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let stop = stop_signal().map_err(|e| format!("kdp sim: cannot listen for Ctrl-C: {e}"))?;
+        run_sim(args, &mut std::io::stdout(), stop).await
+    })
+}
+
+/// Completes at the first SIGINT (Ctrl-C) or SIGTERM. Both handlers are installed before this
+/// returns, so a signal that arrives while the simulator starts is not lost (nor fatal).
+fn stop_signal() -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        Ok(())
+    })
+}
+
+/// What the banner reports besides the bound addresses.
+#[derive(Debug)]
+struct Accepted {
+    key_ids: Vec<String>,
+    demo: Option<DemoKeyFiles>,
+    require_auth: bool,
+    faults: FaultConfig,
+}
+
+#[derive(Debug)]
+struct DemoKeyFiles {
+    private: PathBuf,
+    public: PathBuf,
+}
+
+/// Starts the simulator from `args`, writes the banner to `out`, and shuts it down when `stop`
+/// completes (Ctrl-C or SIGTERM in the binary).
+async fn run_sim(
+    args: SimArgs,
+    out: &mut impl Write,
+    stop: impl Future<Output = std::io::Result<()>>,
+) -> Result<(), String> {
+    let (cfg, accepted) = sim_config(args)?;
+    let handle = Simulator::start(cfg).await.map_err(|e| format!("kdp sim: {e}"))?;
+    let printed = write_banner(out, &handle, &accepted)
+        .map_err(|e| format!("kdp sim: cannot write the banner to stdout: {e}"));
+    let stopped = match printed {
+        Ok(()) => stop.await.map_err(|e| format!("kdp sim: stop signal failed: {e}")),
+        Err(e) => Err(e),
+    };
+    handle.shutdown().await;
+    stopped
+}
+
+/// The simulator configuration the flags ask for; reads the key files and writes `--gen-key`'s.
+fn sim_config(args: SimArgs) -> Result<(SimConfig, Accepted), String> {
+    let market = MarketConfig {
+        seed: args.seed,
+        markets: args.markets,
+        rate_msgs_per_s: args.rate_msgs_per_s,
+        legacy_whole_second_times: args.legacy_times,
+        identical_delta_ppm: args.identical_delta_ppm,
+        ..MarketConfig::default()
+    };
+    let mut keys = KeyStore::new();
+    let mut key_ids = Vec::new();
+    for (id, path) in &args.public_keys {
+        let pem = read_public_key(path)?;
+        keys.insert_pem(id.as_str(), &pem)
+            .map_err(|e| format!("kdp sim: --public-key {id}={}: {e}", path.display()))?;
+        key_ids.push(id.clone());
+    }
+    let demo = match &args.gen_key {
+        Some(dir) => {
+            let (files, public_pem) = gen_demo_key(dir)?;
+            keys.insert_pem(DEMO_KEY_ID, &public_pem)
+                .map_err(|e| format!("kdp sim: the generated demo key does not load: {e}"))?;
+            key_ids.push(DEMO_KEY_ID.to_owned());
+            Some(files)
+        }
+        None => None,
+    };
+    let faults = fault_config(&args);
+    let mut cfg = SimConfig::new(market, args.cert_out);
+    cfg.clock = Clock::RealTime { speed: args.speed };
+    cfg.shape = if args.legacy_fields { Shape::WithLegacy } else { Shape::Current };
+    cfg.ws_addr = Some(args.ws_addr);
+    cfg.wss_addr = Some(args.wss_addr);
+    cfg.rest_addr = Some(args.rest_addr);
+    cfg.control_addr = Some(args.control_addr);
+    cfg.keys = keys;
+    cfg.require_auth = !args.no_auth;
+    cfg.faults = faults;
+    let accepted = Accepted { key_ids, demo, require_auth: cfg.require_auth, faults };
+    Ok((cfg, accepted))
+}
+
+fn read_public_key(path: &Path) -> Result<String, String> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        format!("kdp sim: cannot read public key {}: {e}", path.display())
+    };
+    let len = std::fs::metadata(path).map_err(|e| cannot(&e))?.len();
+    if len > PUBLIC_KEY_FILE_BYTES_MAX {
+        return Err(cannot(&format_args!(
+            "{len} bytes is too large for a PEM public key (at most {PUBLIC_KEY_FILE_BYTES_MAX})"
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| cannot(&e))
+}
+
+/// Writes a fresh demo key pair into `dir`; returns the paths and the public PEM.
+fn gen_demo_key(dir: &Path) -> Result<(DemoKeyFiles, String), String> {
+    let key = auth::generate_demo_key().map_err(|e| format!("kdp sim: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!("kdp sim: cannot create --gen-key directory {}: {e}", dir.display())
+    })?;
+    let private = dir.join(DEMO_PRIVATE_FILE);
+    let public = dir.join(DEMO_PUBLIC_FILE);
+    let write_private = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&private)?;
+        // An existing file keeps its old mode through `open`: narrow it before writing.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(key.private_pkcs8_pem.as_bytes())?;
+        f.sync_all()
+    };
+    write_private()
+        .map_err(|e| format!("kdp sim: cannot write private key {}: {e}", private.display()))?;
+    std::fs::write(&public, &key.public_spki_pem)
+        .map_err(|e| format!("kdp sim: cannot write public key {}: {e}", public.display()))?;
+    Ok((DemoKeyFiles { private, public }, key.public_spki_pem))
+}
+
+/// Rates of the `light` preset (see [`FaultPreset::Light`]).
+const LIGHT_FAULTS: FaultConfig = FaultConfig {
+    seed: 0,
+    drop_frame_ppm: 100,
+    dup_frame_ppm: 100,
+    close_ppm_per_s: 1_000,
+    silence_ppm_per_s: 300,
+    silence_ms: 15_000,
+    overflow_ppm_per_s: 300,
+    outage_ppm_per_s: 100,
+    outage_ms: 5_000,
+    bad_signature_ppm: 10_000,
+};
+
+fn fault_config(args: &SimArgs) -> FaultConfig {
+    let base = match args.faults {
+        FaultPreset::None => FaultConfig::default(),
+        FaultPreset::Light => LIGHT_FAULTS,
+    };
+    FaultConfig {
+        seed: args.seed,
+        drop_frame_ppm: args.drop_ppm.unwrap_or(base.drop_frame_ppm),
+        dup_frame_ppm: args.dup_ppm.unwrap_or(base.dup_frame_ppm),
+        close_ppm_per_s: args.close_ppm_per_s.unwrap_or(base.close_ppm_per_s),
+        silence_ppm_per_s: args.silence_ppm_per_s.unwrap_or(base.silence_ppm_per_s),
+        silence_ms: args.silence_ms.unwrap_or(base.silence_ms),
+        overflow_ppm_per_s: args.overflow_ppm_per_s.unwrap_or(base.overflow_ppm_per_s),
+        outage_ppm_per_s: args.outage_ppm_per_s.unwrap_or(base.outage_ppm_per_s),
+        outage_ms: args.outage_ms.unwrap_or(base.outage_ms),
+        bad_signature_ppm: args.bad_signature_ppm.unwrap_or(base.bad_signature_ppm),
+    }
+}
+
+/// The startup banner: where to connect, what to trust, which keys are accepted.
+fn write_banner(
+    out: &mut impl Write,
+    handle: &SimHandle,
+    accepted: &Accepted,
+) -> std::io::Result<()> {
+    let none = || "off".to_owned();
+    writeln!(out, "kdp sim: Kalshi exchange simulator running; Ctrl-C stops it.")?;
+    writeln!(out, "  ws       {}", handle.ws_url().unwrap_or_else(none))?;
+    writeln!(out, "  wss      {}", handle.wss_url().unwrap_or_else(none))?;
+    writeln!(out, "  rest     {}", handle.rest_url().unwrap_or_else(none))?;
+    let control = handle.control_addr().map_or_else(none, |a| format!("http://{a}"));
+    writeln!(out, "  control  {control}  (GET /connections, POST /faults/...)")?;
+    writeln!(out, "  cert     {}  (trust it for wss)", handle.cert_pem_path().display())?;
+    let ids =
+        if accepted.key_ids.is_empty() { "none".to_owned() } else { accepted.key_ids.join(", ") };
+    if accepted.require_auth {
+        writeln!(out, "  auth     signed handshake required; accepted key ids: {ids}")?;
+    } else {
+        writeln!(out, "  auth     off (--no-auth): unsigned connections accepted; key ids: {ids}")?;
+    }
+    if let Some(demo) = &accepted.demo {
+        writeln!(out, "  demo key id {DEMO_KEY_ID}")?;
+        writeln!(out, "           private key {}  (Ed25519, PKCS#8 PEM)", demo.private.display())?;
+        writeln!(out, "           public key  {}", demo.public.display())?;
+    }
+    let f = &accepted.faults;
+    writeln!(
+        out,
+        "  faults   drop {} ppm/frame, dup {} ppm/frame, close {} ppm/s, silence {} ppm/s \
+         ({} ms), overflow {} ppm/s, outage {} ppm/s ({} ms), bad signature {} ppm/handshake",
+        f.drop_frame_ppm,
+        f.dup_frame_ppm,
+        f.close_ppm_per_s,
+        f.silence_ppm_per_s,
+        f.silence_ms,
+        f.overflow_ppm_per_s,
+        f.outage_ppm_per_s,
+        f.outage_ms,
+        f.bad_signature_ppm
+    )?;
+    out.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sim_args(extra: &[&str]) -> SimArgs {
+        let mut argv = vec!["kdp", "sim"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Sim(args)) => *args,
+            other => panic!("expected kdp sim, got {other:?}"),
+        }
+    }
+
     #[test]
     fn unbuilt_subcommands_say_so_and_fail() {
         for (args, expected) in [
             (
-                ["kdp", "sim"],
-                "kdp sim: not yet available in this build; it arrives with the exchange simulator (issue 3).",
-            ),
-            (
                 ["kdp", "gatherer"],
                 "kdp gatherer: not yet available in this build; it arrives with the gatherer (issue 4).",
+            ),
+            (
+                ["kdp", "dedup"],
+                "kdp dedup: not yet available in this build; it arrives with the deduplicator (issue 5).",
+            ),
+            (
+                ["kdp", "verify"],
+                "kdp verify: not yet available in this build; it arrives with the deduplicator (issue 5).",
+            ),
+            (
+                ["kdp", "demo"],
+                "kdp demo: not yet available in this build; it arrives with the demo and operations work (issue 6).",
             ),
             (
                 ["kdp", "check-config"],
                 "kdp check-config: not yet available in this build; it arrives with the demo and operations work (issue 6).",
             ),
         ] {
-            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string());
-            assert_eq!(cli.and_then(run), Err(expected.to_string()));
+            let cli = Cli::try_parse_from(args).expect("parses");
+            assert_eq!(run(cli), Err(Failure::Unavailable(expected.to_string())));
         }
     }
 
@@ -123,5 +516,248 @@ mod tests {
             assert_eq!(cli.map(|c| c.command.planned().0).ok(), Some(name));
         }
         assert!(Cli::try_parse_from(["kdp", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn sim_defaults() {
+        let a = sim_args(&[]);
+        assert_eq!(a.seed, 1);
+        assert_eq!(a.markets, 1_000);
+        assert_eq!(a.rate_msgs_per_s, 5_000);
+        assert_eq!(a.speed, 1);
+        assert_eq!(a.ws_addr.to_string(), "127.0.0.1:8700");
+        assert_eq!(a.wss_addr.to_string(), "127.0.0.1:8701");
+        assert_eq!(a.rest_addr.to_string(), "127.0.0.1:8702");
+        assert_eq!(a.control_addr.to_string(), "127.0.0.1:8703");
+        assert_eq!(a.cert_out, PathBuf::from("kdp-sim-cert.pem"));
+        assert_eq!(a.public_keys, Vec::<(String, PathBuf)>::new());
+        assert!(!a.no_auth && !a.legacy_times && !a.legacy_fields);
+        assert_eq!(a.gen_key, None);
+        assert_eq!(a.identical_delta_ppm, 2_000);
+        assert_eq!(fault_config(&a), FaultConfig { seed: 1, ..FaultConfig::default() });
+    }
+
+    #[test]
+    fn sim_flags_parse() {
+        let a = sim_args(&[
+            "--seed=7",
+            "--markets=10000",
+            "--rate=250000",
+            "--speed=60",
+            "--ws-addr=127.0.0.1:0",
+            "--wss-addr=[::1]:9001",
+            "--public-key",
+            "k1=/keys/a.pem",
+            "--public-key=k2=/keys/b=c.pem",
+            "--no-auth",
+            "--gen-key=/tmp/d",
+            "--legacy-times",
+            "--legacy-fields",
+            "--identical-delta-ppm=0",
+        ]);
+        assert_eq!(a.seed, 7);
+        assert_eq!(a.markets, 10_000);
+        assert_eq!(a.rate_msgs_per_s, 250_000);
+        assert_eq!(a.speed, 60);
+        assert_eq!(a.ws_addr.to_string(), "127.0.0.1:0");
+        assert_eq!(a.wss_addr.to_string(), "[::1]:9001");
+        assert_eq!(
+            a.public_keys,
+            vec![
+                ("k1".to_owned(), PathBuf::from("/keys/a.pem")),
+                ("k2".to_owned(), PathBuf::from("/keys/b=c.pem")),
+            ]
+        );
+        assert!(a.no_auth && a.legacy_times && a.legacy_fields);
+        assert_eq!(a.gen_key, Some(PathBuf::from("/tmp/d")));
+        assert_eq!(a.identical_delta_ppm, 0);
+    }
+
+    #[test]
+    fn fault_preset_and_overrides() {
+        let light = sim_args(&["--faults=light", "--seed=9"]);
+        assert_eq!(fault_config(&light), FaultConfig { seed: 9, ..LIGHT_FAULTS });
+        let mixed = sim_args(&["--faults", "light", "--drop-ppm=5", "--outage-ppm-per-s=0"]);
+        assert_eq!(
+            fault_config(&mixed),
+            FaultConfig { seed: 1, drop_frame_ppm: 5, outage_ppm_per_s: 0, ..LIGHT_FAULTS }
+        );
+        let single = sim_args(&["--dup-ppm=1000000", "--silence-ms=3"]);
+        assert_eq!(
+            fault_config(&single),
+            FaultConfig {
+                seed: 1,
+                dup_frame_ppm: 1_000_000,
+                silence_ms: 3,
+                ..FaultConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_sim_flags_are_usage_errors() {
+        for argv in [
+            &["kdp", "sim", "--ws-addr=localhost:80"][..],
+            &["kdp", "sim", "--ws-addr=127.0.0.1"],
+            &["kdp", "sim", "--public-key=nokey"],
+            &["kdp", "sim", "--public-key==/path"],
+            &["kdp", "sim", "--public-key=id="],
+            &["kdp", "sim", "--faults=heavy"],
+            &["kdp", "sim", "--drop-ppm=-1"],
+            &["kdp", "sim", "--markets=many"],
+        ] {
+            let err = Cli::try_parse_from(argv).map(|_| ()).map_err(|e| e.exit_code());
+            assert_eq!(err, Err(2), "{argv:?}");
+        }
+    }
+
+    /// Every listener on a free loopback port, the certificate in `dir`.
+    fn free_ports(dir: &Path, extra: &[&str]) -> SimArgs {
+        let cert = format!("--cert-out={}", dir.join("cert.pem").display());
+        let mut argv = vec![
+            "--ws-addr=127.0.0.1:0",
+            "--wss-addr=127.0.0.1:0",
+            "--rest-addr=127.0.0.1:0",
+            "--control-addr=127.0.0.1:0",
+            cert.as_str(),
+        ];
+        argv.extend_from_slice(extra);
+        sim_args(&argv)
+    }
+
+    async fn run_until_stopped(args: SimArgs) -> Result<(), String> {
+        let mut out = Vec::new();
+        run_sim(args, &mut out, std::future::ready(Ok(()))).await
+    }
+
+    #[tokio::test]
+    async fn sim_errors_are_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN PUBLIC KEY-----\nnot a key\n").expect("write");
+        let key = |p: &Path| format!("--public-key=k={}", p.display());
+
+        let err = run_until_stopped(free_ports(dir.path(), &[&key(&missing)])).await;
+        assert_eq!(
+            err,
+            Err(format!(
+                "kdp sim: cannot read public key {}: No such file or directory (os error 2)",
+                missing.display()
+            ))
+        );
+        let err = run_until_stopped(free_ports(dir.path(), &[&key(&garbage)])).await;
+        let prefix =
+            format!("kdp sim: --public-key k={}: public key PEM is neither", garbage.display());
+        assert!(err.as_ref().is_err_and(|e| e.starts_with(&prefix)), "{err:?}");
+
+        let mut remote = free_ports(dir.path(), &[]);
+        remote.rest_addr = SocketAddr::from(([10, 1, 2, 3], 80));
+        let err = run_until_stopped(remote).await;
+        assert_eq!(
+            err,
+            Err("kdp sim: REST address 10.1.2.3:80 is not a loopback address; the simulator \
+                 listens on loopback only"
+                .to_owned())
+        );
+        let err = run_until_stopped(free_ports(dir.path(), &["--markets=0"])).await;
+        assert_eq!(
+            err,
+            Err("kdp sim: market configuration: market config: markets = 0 is outside \
+                 1..=10,000,000; fix the value"
+                .to_owned())
+        );
+    }
+
+    /// Sends `GET path` with HTTP/1.1 and returns the whole response.
+    async fn http_get(addr: &str, path: &str) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
+    /// The value after `label` on the banner line that starts with it.
+    fn banner_field<'a>(banner: &'a str, label: &str) -> &'a str {
+        banner
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {label:?} line in the banner:\n{banner}"))
+    }
+
+    #[tokio::test]
+    async fn sim_starts_prints_banner_serves_rest_and_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys");
+        let gen_key = format!("--gen-key={}", keys.display());
+        let args = free_ports(dir.path(), &["--markets=50", &gen_key]);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (banner_tx, banner_rx) = tokio::sync::oneshot::channel::<String>();
+        let sim = tokio::spawn(async move {
+            let mut out = BannerTap { buf: Vec::new(), done: Some(banner_tx) };
+            let stop = async move { stop_rx.await.map_err(std::io::Error::other) };
+            run_sim(args, &mut out, stop).await
+        });
+        let banner = tokio::time::timeout(std::time::Duration::from_secs(30), banner_rx)
+            .await
+            .expect("banner within 30 s")
+            .expect("banner sent");
+
+        assert!(banner.starts_with("kdp sim: Kalshi exchange simulator running"), "{banner}");
+        let ws = banner_field(&banner, "ws ");
+        assert!(ws.starts_with("ws://127.0.0.1:") && ws.ends_with("/trade-api/ws/v2"), "{ws}");
+        let wss = banner_field(&banner, "wss ");
+        assert!(wss.starts_with("wss://localhost:") && wss.ends_with("/trade-api/ws/v2"), "{wss}");
+        let cert = dir.path().join("cert.pem");
+        assert_eq!(banner_field(&banner, "cert "), cert.display().to_string());
+        assert!(
+            std::fs::read_to_string(&cert).expect("cert").starts_with("-----BEGIN CERTIFICATE")
+        );
+        assert!(banner.contains("signed handshake required; accepted key ids: kdp-demo\n"));
+        let private = keys.join("kdp-demo.key");
+        assert_eq!(banner_field(&banner, "private key"), private.display().to_string());
+        assert_eq!(
+            std::fs::metadata(&private).expect("private key").permissions().mode() & 0o777,
+            0o600
+        );
+        let public = std::fs::read_to_string(keys.join("kdp-demo.pub")).expect("public key");
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+
+        let rest = banner_field(&banner, "rest ");
+        let authority = rest
+            .strip_prefix("http://")
+            .and_then(|r| r.strip_suffix("/trade-api/v2"))
+            .expect("rest URL");
+        let response = http_get(authority, "/trade-api/v2/exchange/status").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.contains(r#""exchange_active":true"#), "{response}");
+
+        stop_tx.send(()).expect("simulator waiting");
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), sim).await;
+        assert_eq!(ended.expect("stops within 30 s").expect("task"), Ok(()));
+    }
+
+    /// A `Write` that hands over everything written so far at the first flush (the banner's end).
+    struct BannerTap {
+        buf: Vec<u8>,
+        done: Option<tokio::sync::oneshot::Sender<String>>,
+    }
+
+    impl Write for BannerTap {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.buf.extend_from_slice(data);
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(String::from_utf8_lossy(&self.buf).into_owned());
+            }
+            Ok(())
+        }
     }
 }
