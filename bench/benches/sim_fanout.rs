@@ -12,6 +12,7 @@
 //! The simulator and the clients run in this process on separate tokio runtimes (threads
 //! `sim-rt` and `client-rt`), so CPU is reported per runtime and in total. Without `--bench`
 //! (`cargo test --benches`) it runs a one-second smoke load on a small exchange instead.
+//! `--rate=N`, `--markets=N` and `--seconds=N` (after `--`) change the load.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -240,8 +241,24 @@ fn sample(stats: &[Arc<ClientStats>], hub: &HubCount) -> Sample {
 
 #[allow(clippy::print_stdout, reason = "a harness = false bench reports on stdout")]
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let load = if bench { FULL } else { SMOKE };
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let mut load = if bench { FULL } else { SMOKE };
+    let flag = |name: &str| {
+        let prefix = format!("--{name}=");
+        args.iter().find_map(|a| a.strip_prefix(&prefix)).map(|v| {
+            v.parse::<u64>().unwrap_or_else(|_| panic!("--{name}: {v:?} is not a whole number"))
+        })
+    };
+    if let Some(rate) = flag("rate") {
+        load.rate_msgs_per_s = rate;
+    }
+    if let Some(markets) = flag("markets") {
+        load.markets = usize::try_from(markets).expect("--markets fits usize");
+    }
+    if let Some(seconds) = flag("seconds") {
+        load.measure = Duration::from_secs(seconds);
+    }
     let sim_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(SIM_THREADS)
         .thread_name("sim-rt")
