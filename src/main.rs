@@ -669,6 +669,19 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn stop_signal_keeps_a_signal_sent_before_it_is_awaited() {
+        let stop = stop_signal().expect("handlers installed");
+        // Sent before the future is first polled, as a Ctrl-C during start-up would be.
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &std::process::id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success());
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), stop).await;
+        assert_eq!(stopped.expect("stops within 30 s").map_err(|e| e.kind()), Ok(()));
+    }
+
     /// Sends `GET path` with HTTP/1.1 and returns the whole response.
     async fn http_get(addr: &str, path: &str) -> String {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
