@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kdp_sim::market::MarketConfig;
 use kdp_sim::transport::auth::{self, KeyStore};
 use kdp_sim::transport::faults::FaultConfig;
-use kdp_sim::transport::hub::Clock;
+use kdp_sim::transport::hub::{Clock, HUB_SPEED_MAX};
 use kdp_sim::transport::proto::Shape;
 use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
 
@@ -86,7 +86,8 @@ struct SimArgs {
     #[arg(long = "rate", value_name = "MSGS_PER_S", default_value_t = 5_000)]
     rate_msgs_per_s: u64,
     /// Virtual seconds per real second (1 = real time; at most 1,000,000).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(HUB_SPEED_MAX)))]
     speed: u32,
     /// Plain WebSocket listener (loopback only; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8700")]
@@ -605,6 +606,8 @@ mod tests {
             &["kdp", "sim", "--faults=heavy"],
             &["kdp", "sim", "--drop-ppm=-1"],
             &["kdp", "sim", "--markets=many"],
+            &["kdp", "sim", "--speed=0"],
+            &["kdp", "sim", "--speed=1000001"],
         ] {
             let err = Cli::try_parse_from(argv).map(|_| ()).map_err(|e| e.exit_code());
             assert_eq!(err, Err(2), "{argv:?}");
