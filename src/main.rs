@@ -413,6 +413,11 @@ fn fault_config(args: &SimArgs) -> FaultConfig {
     }
 }
 
+/// `path` from the root, so a client started elsewhere can use it as printed.
+fn full_path(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
 /// The startup banner: where to connect, what to trust, which keys are accepted.
 fn write_banner(
     out: &mut impl Write,
@@ -426,7 +431,8 @@ fn write_banner(
     writeln!(out, "  rest     {}", handle.rest_url().unwrap_or_else(none))?;
     let control = handle.control_addr().map_or_else(none, |a| format!("http://{a}"));
     writeln!(out, "  control  {control}  (GET /connections, POST /faults/...)")?;
-    writeln!(out, "  cert     {}  (trust it for wss)", handle.cert_pem_path().display())?;
+    let cert = full_path(handle.cert_pem_path());
+    writeln!(out, "  cert     {}  (trust it for wss)", cert.display())?;
     let ids =
         if accepted.key_ids.is_empty() { "none".to_owned() } else { accepted.key_ids.join(", ") };
     if accepted.require_auth {
@@ -436,8 +442,9 @@ fn write_banner(
     }
     if let Some(demo) = &accepted.demo {
         writeln!(out, "  demo key id {DEMO_KEY_ID}")?;
-        writeln!(out, "           private key {}  (Ed25519, PKCS#8 PEM)", demo.private.display())?;
-        writeln!(out, "           public key  {}", demo.public.display())?;
+        let (private, public) = (full_path(&demo.private), full_path(&demo.public));
+        writeln!(out, "           private key {}  (Ed25519, PKCS#8 PEM)", private.display())?;
+        writeln!(out, "           public key  {}", public.display())?;
     }
     let f = &accepted.faults;
     writeln!(
