@@ -156,6 +156,10 @@ struct SimArgs {
     /// identical events that merge code must keep.
     #[arg(long, default_value_t = MarketConfig::default().identical_delta_ppm)]
     identical_delta_ppm: u32,
+    /// Write the ground truth (every exchange event, and what each connection was sent) to this
+    /// file, in kdp's binary truth format; it is complete once the simulator stops.
+    #[arg(long, value_name = "PATH")]
+    truth: Option<PathBuf>,
 }
 
 fn parse_public_key_arg(s: &str) -> Result<(String, PathBuf), String> {
@@ -270,6 +274,7 @@ struct Accepted {
     demo: Option<DemoKeyFiles>,
     require_auth: bool,
     faults: FaultConfig,
+    truth: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -336,7 +341,9 @@ fn sim_config(args: SimArgs) -> Result<(SimConfig, Accepted), String> {
     cfg.keys = keys;
     cfg.require_auth = !args.no_auth;
     cfg.faults = faults;
-    let accepted = Accepted { key_ids, demo, require_auth: cfg.require_auth, faults };
+    cfg.truth_path = args.truth.clone();
+    let accepted =
+        Accepted { key_ids, demo, require_auth: cfg.require_auth, faults, truth: args.truth };
     Ok((cfg, accepted))
 }
 
@@ -433,6 +440,9 @@ fn write_banner(
     writeln!(out, "  control  {control}  (GET /connections, POST /faults/...)")?;
     let cert = full_path(handle.cert_pem_path());
     writeln!(out, "  cert     {}  (trust it for wss)", cert.display())?;
+    if let Some(truth) = &accepted.truth {
+        writeln!(out, "  truth    {}  (complete after Ctrl-C)", full_path(truth).display())?;
+    }
     let ids =
         if accepted.key_ids.is_empty() { "none".to_owned() } else { accepted.key_ids.join(", ") };
     if accepted.require_auth {
@@ -542,7 +552,9 @@ mod tests {
         assert!(!a.no_auth && !a.legacy_times && !a.legacy_fields);
         assert_eq!(a.gen_key, None);
         assert_eq!(a.identical_delta_ppm, 2_000);
+        assert_eq!(a.truth, None);
         assert_eq!(fault_config(&a), FaultConfig { seed: 1, ..FaultConfig::default() });
+        assert_eq!(sim_args(&["--truth", "run.truth"]).truth, Some(PathBuf::from("run.truth")));
     }
 
     #[test]
