@@ -4,4 +4,5 @@
 //! of `kdp_engine::event`.
 
 pub mod auth;
+pub mod session;
 pub mod wire;
