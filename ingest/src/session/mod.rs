@@ -5,7 +5,10 @@
 //! - [`backoff`]: reconnect delays (exponential, jittered, reset after a healthy period);
 //! - [`policy`]: the action for every Kalshi error code, the command rate limiter, subscription
 //!   batching within Kalshi's limits.
+//!
+//! [`conn`] is the I/O: one WebSocket session on a glommio executor, built on those modules.
 
 pub mod backoff;
+pub mod conn;
 pub mod policy;
 pub mod seq;
