@@ -42,7 +42,7 @@ enum Command {
     /// Compare production with the simulator's truth and the gatherer databases.
     Verify,
     /// Apply the schema migrations to a database.
-    Migrate,
+    Migrate(MigrateArgs),
     /// Reconstruct the order book of a market at a point in time.
     Book,
     /// Print the trades of a market over a time range.
@@ -51,6 +51,25 @@ enum Command {
     Coverage,
     /// Validate a configuration file and test connectivity and authentication.
     CheckConfig,
+}
+
+/// `kdp migrate` flags.
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The database to migrate, e.g. postgres://kdp@127.0.0.1:5432/gatherer1 (default: the
+    /// KDP_DATABASE_URL environment variable).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Which schema to apply.
+    #[arg(long, value_enum, default_value_t = SchemaName::Gatherer)]
+    schema: SchemaName,
+}
+
+/// Schemas `kdp migrate` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SchemaName {
+    /// A gatherer's buffer database.
+    Gatherer,
 }
 
 /// File names `--gen-key DIR` writes, and the key id it registers.
@@ -181,7 +200,7 @@ impl Command {
         match self {
             Command::Sim(_) => ("sim", SIM),
             Command::Gatherer => ("gatherer", GATHERER),
-            Command::Migrate => ("migrate", GATHERER),
+            Command::Migrate(_) => ("migrate", GATHERER),
             Command::Dedup => ("dedup", DEDUP),
             Command::Verify => ("verify", DEDUP),
             Command::Coverage => ("coverage", DEDUP),
@@ -206,6 +225,7 @@ enum Failure {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Sim(args) => sim(*args).map_err(Failure::Failed),
+        Command::Migrate(args) => migrate(&args, &mut std::io::stdout()).map_err(Failure::Failed),
         other => {
             let (name, planned) = other.planned();
             Err(Failure::Unavailable(format!(
@@ -227,6 +247,34 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kdp migrate
+// ---------------------------------------------------------------------------------------------
+
+/// `kdp migrate`: applies the schema's missing migrations and prints each one applied.
+fn migrate(args: &MigrateArgs, out: &mut impl Write) -> Result<(), String> {
+    let url =
+        args.database_url.clone().or_else(kdp_engine::pg::database_url_from_env).ok_or(
+            "kdp migrate: no database given; pass --database-url URL or set KDP_DATABASE_URL",
+        )?;
+    let schema = match args.schema {
+        SchemaName::Gatherer => &kdp_ingest::store::GATHERER,
+    };
+    let server = kdp_engine::pg::ExternalServer::new(&url)
+        .map(kdp_engine::pg::DatabaseServer::External)
+        .map_err(|e| format!("kdp migrate: {e}"))?;
+    let mut client = server.connect().map_err(|e| {
+        format!("kdp migrate: cannot reach the database ({e}); check the URL and that the server is running")
+    })?;
+    let report = kdp_engine::pg::migrate::migrate(&mut client, schema)
+        .map_err(|e| format!("kdp migrate: {e}"))?;
+    let write = |e: std::io::Error| format!("kdp migrate: cannot write the report: {e}");
+    for migration in &report.applied {
+        writeln!(out, "applied {} {}", report.schema, migration.name).map_err(write)?;
+    }
+    writeln!(out, "{} schema at version {}", report.schema, report.version).map_err(write)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,6 +562,37 @@ mod tests {
             let cli = Cli::try_parse_from(args).expect("parses");
             assert_eq!(run(cli), Err(Failure::Unavailable(expected.to_string())));
         }
+    }
+
+    #[test]
+    fn migrate_applies_then_reports_up_to_date() {
+        let db = kdp_engine::pg::testing::TestDatabase::new().unwrap_or_else(|e| panic!("{e}"));
+        let cli = Cli::try_parse_from(["kdp", "migrate", "--database-url", db.url()]);
+        let Ok(Cli { command: Command::Migrate(args) }) = cli else { panic!("{cli:?}") };
+        assert_eq!(args.schema, SchemaName::Gatherer);
+        let mut out = Vec::new();
+        migrate(&args, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        migrate(&args, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "applied gatherer 0001_gatherer_tables\ngatherer schema at version 1\n\
+             gatherer schema at version 1\n"
+        );
+    }
+
+    #[test]
+    fn migrate_names_an_unreachable_database() {
+        // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+        let url = "postgres://kdp@127.0.0.1:1/gatherer";
+        let cli =
+            Cli::try_parse_from(["kdp", "migrate", "--database-url", url, "--schema", "gatherer"]);
+        let Ok(Cli { command: Command::Migrate(args) }) = cli else { panic!("{cli:?}") };
+        let error = migrate(&args, &mut Vec::new()).err().unwrap_or_default();
+        assert!(
+            error.starts_with("kdp migrate: cannot reach the database (connect to "),
+            "{error}"
+        );
+        assert!(error.ends_with("check the URL and that the server is running"), "{error}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod bindir;
 mod embedded;
 mod error;
+pub mod migrate;
 mod server;
 mod sys;
 pub mod testing;

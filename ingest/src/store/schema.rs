@@ -1,0 +1,16 @@
+//! The gatherer buffer's schema: its migrations, embedded in the binary.
+
+use kdp_engine::pg::migrate::{Migration, Schema};
+
+/// The gatherer database's schema (`kdp migrate --schema gatherer`).
+pub const GATHERER: Schema = Schema {
+    name: "gatherer",
+    migrations: &[Migration {
+        version: 1,
+        name: "0001_gatherer_tables",
+        sql: include_str!("../../migrations/gatherer/0001_gatherer_tables.sql"),
+    }],
+};
+
+/// The channel the writer notifies after each commit; the payload is the batch's last gseq.
+pub const NOTIFY_CHANNEL: &str = "kdp_gatherer";

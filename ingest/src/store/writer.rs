@@ -1,0 +1,775 @@
+//! The gatherer writer: one plain thread (never a glommio executor) that drains the shard rings,
+//! numbers every record with the next `gseq`, and writes batches into the gatherer database.
+//!
+//! Pipeline, one stage at a time: **drain** (round-robin over the rings, up to the buffer
+//! bound) → **batch** (flush when `batch_rows_max` rows wait or the oldest has waited
+//! `flush_age_ms_max`) → **write** (one transaction: binary COPY per table, a `batch` row, a
+//! `pg_notify` on [`NOTIFY_CHANNEL`] delivered at commit) → **acknowledge** (the rows leave the
+//! buffer only after COMMIT succeeded).
+//!
+//! Guarantees: gseqs are contiguous and strictly increasing across all tables; a batch commits
+//! whole or not at all; one committer means commit order = gseq order. When the database fails,
+//! the batch stays in the buffer with its gseqs and is retried after a reconnect with
+//! exponential backoff; on every (re)connect the writer reads the last committed gseq, so a
+//! batch whose COMMIT succeeded but whose acknowledgement was lost is not written twice. While
+//! the buffer is full the writer stops draining: producers see full rings. Nothing is dropped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use kdp_engine::event::{BookSide, Side};
+use kdp_engine::pg::migrate::{self, MigrateError};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Transaction};
+
+use super::limits::WriterLimits;
+use super::record::{RawReason, Record, SnapshotSource};
+use super::schema::{GATHERER, NOTIFY_CHANNEL};
+
+/// How to run a writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterOptions {
+    /// Its bounds.
+    pub limits: WriterLimits,
+    /// Apply the gatherer migrations on every connect (schema "created at start").
+    pub migrate: bool,
+}
+
+/// Rows committed per table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(missing_docs)]
+pub struct TableRows {
+    pub delta: u64,
+    pub trade: u64,
+    pub ticker: u64,
+    pub snapshot: u64,
+    pub market_lifecycle: u64,
+    pub event_lifecycle: u64,
+    pub gap: u64,
+    pub raw_frame: u64,
+}
+
+impl TableRows {
+    /// Rows in all tables.
+    pub fn total(&self) -> u64 {
+        self.delta
+            + self.trade
+            + self.ticker
+            + self.snapshot
+            + self.market_lifecycle
+            + self.event_lifecycle
+            + self.gap
+            + self.raw_frame
+    }
+
+    fn count(&mut self, record: &Record) {
+        let n = match record {
+            Record::Delta(_) => &mut self.delta,
+            Record::Trade(_) => &mut self.trade,
+            Record::Ticker(_) => &mut self.ticker,
+            Record::Snapshot(_) => &mut self.snapshot,
+            Record::MarketLifecycle(_) => &mut self.market_lifecycle,
+            Record::EventLifecycle(_) => &mut self.event_lifecycle,
+            Record::Gap(_) => &mut self.gap,
+            Record::Raw(_) => &mut self.raw_frame,
+        };
+        *n += 1;
+    }
+}
+
+/// The writer's telemetry, published as a snapshot after every loop turn that changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriterStats {
+    /// Rows committed, by table.
+    pub rows: TableRows,
+    /// Batches committed (one transaction each).
+    pub batches_committed: u64,
+    /// Largest batch committed, in rows.
+    pub batch_rows_largest: u64,
+    /// Batches that failed (connection lost, statement refused); each is retried whole.
+    pub batch_failures: u64,
+    /// Successful connections (the first one, then reconnects).
+    pub connects: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// The last committed gseq known to the writer (0: none yet).
+    pub last_committed_gseq: i64,
+    /// Rows numbered and held in memory, not yet committed.
+    pub buffered_rows: usize,
+    /// The last database error, for operators.
+    pub last_error: Option<String>,
+}
+
+/// Why the writer stopped without flushing everything.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The limits are unusable.
+    #[error("invalid writer limits: {0}")]
+    Limits(String),
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The database's schema cannot be used by this build (not retried: it needs an operator).
+    #[error("gatherer database schema refused: {0}")]
+    Schema(#[source] MigrateError),
+    /// The writer thread panicked.
+    #[error("the writer thread panicked")]
+    Panicked,
+}
+
+/// A running writer thread. Stop it with [`Writer::shutdown`] once the producers have stopped.
+#[derive(Debug)]
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<WriterStats>>,
+    thread: JoinHandle<Result<WriterStats, WriterError>>,
+}
+
+impl Writer {
+    /// Starts the writer thread for the database `config` names, draining `rings`.
+    pub fn start(
+        config: postgres::Config,
+        rings: Vec<Arc<ArrayQueue<Record>>>,
+        options: WriterOptions,
+    ) -> Result<Writer, WriterError> {
+        options.limits.check().map_err(WriterError::Limits)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let mut config = config;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.limits.connect_timeout());
+        }
+        let run = Run {
+            config,
+            rings,
+            options,
+            stop: Arc::clone(&stop),
+            published: Arc::clone(&stats),
+            client: None,
+            next_gseq: None,
+            pending: VecDeque::new(),
+            oldest: None,
+            retry_at: None,
+            backoff: options.limits.backoff_min(),
+            next_ring: 0,
+            stats: WriterStats::default(),
+        };
+        let thread = thread::Builder::new()
+            .name("kdp-writer".into())
+            .spawn(move || run.run())
+            .map_err(WriterError::Spawn)?;
+        Ok(Writer { stop, stats, thread })
+    }
+
+    /// The latest telemetry snapshot.
+    pub fn stats(&self) -> WriterStats {
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether the thread has ended (only on shutdown or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Ordered shutdown: call after the producers stopped. The writer drains the rings, flushes
+    /// and commits everything (waiting out a database outage: nothing is dropped), and returns
+    /// its final telemetry.
+    pub fn shutdown(self) -> Result<WriterStats, WriterError> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        self.thread.join().map_err(|_| WriterError::Panicked)?
+    }
+}
+
+/// The writer thread's state.
+struct Run {
+    config: postgres::Config,
+    rings: Vec<Arc<ArrayQueue<Record>>>,
+    options: WriterOptions,
+    stop: Arc<AtomicBool>,
+    published: Arc<Mutex<WriterStats>>,
+    client: Option<Client>,
+    /// Unknown until the first connection tells where the database left off.
+    next_gseq: Option<i64>,
+    /// Numbered records not yet committed, in gseq order.
+    pending: VecDeque<(i64, Record)>,
+    /// When the front of `pending` was drained (approximately: reset when the buffer empties).
+    oldest: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    next_ring: usize,
+    stats: WriterStats,
+}
+
+impl Run {
+    fn run(mut self) -> Result<WriterStats, WriterError> {
+        loop {
+            let stopping = self.stop.load(Ordering::Acquire);
+            let now = Instant::now();
+            if self.client.is_none() && self.retry_at.is_none_or(|at| now >= at) {
+                self.connect()?;
+            }
+            let drained = self.drain();
+            let flushed = self.client.is_some() && self.due(stopping) && self.flush();
+            self.publish();
+            if stopping && self.pending.is_empty() && self.rings.iter().all(|r| r.is_empty()) {
+                return Ok(self.stats);
+            }
+            if drained == 0 && !flushed {
+                thread::park_timeout(self.idle_wait());
+            }
+        }
+    }
+
+    /// Connects, applies the migrations if asked, and learns the last committed gseq: the
+    /// numbering resumes after it, and buffered rows at or below it (a batch whose COMMIT
+    /// succeeded though its answer was lost) are already durable and leave the buffer.
+    fn connect(&mut self) -> Result<(), WriterError> {
+        match self.try_connect() {
+            Ok((client, committed)) => {
+                self.client = Some(client);
+                self.retry_at = None;
+                self.stats.connects += 1;
+                self.acknowledge_through(committed);
+                let next = self.next_gseq.get_or_insert(committed + 1);
+                debug_assert!(*next > committed, "gseq {next} not above committed {committed}");
+                Ok(())
+            }
+            Err(ConnectError::Schema(error)) => Err(WriterError::Schema(error)),
+            Err(ConnectError::Db(message)) => {
+                self.stats.connect_failures += 1;
+                self.fail(message);
+                Ok(())
+            }
+        }
+    }
+
+    fn try_connect(&self) -> Result<(Client, i64), ConnectError> {
+        let mut client = self.config.connect(NoTls).map_err(|e| ConnectError::db("connect", e))?;
+        if self.options.migrate {
+            migrate::migrate(&mut client, &GATHERER).map_err(|e| match e {
+                MigrateError::Postgres { .. } => ConnectError::Db(e.to_string()),
+                other => ConnectError::Schema(other),
+            })?;
+        }
+        let committed: i64 = client
+            .query_one("SELECT coalesce(max(last_gseq), 0) FROM batch", &[])
+            .map_err(|e| ConnectError::db("read the last committed gseq", e))?
+            .get(0);
+        Ok((client, committed))
+    }
+
+    /// Records a failure: drops the connection and schedules the next attempt.
+    fn fail(&mut self, message: String) {
+        tracing::warn!(
+            error = %message,
+            retry_in_ms = self.backoff.as_millis(),
+            buffered_rows = self.pending.len(),
+            "gatherer database unavailable; rows stay buffered"
+        );
+        self.stats.last_error = Some(message);
+        self.client = None;
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.options.limits.backoff_max());
+    }
+
+    /// Moves records from the rings into the buffer, numbering them, round-robin, up to the
+    /// buffer bound. Returns how many moved.
+    fn drain(&mut self) -> usize {
+        let Some(mut next) = self.next_gseq else { return 0 };
+        let limits = self.options.limits;
+        let mut room = limits.buffer_rows_max.saturating_sub(self.pending.len());
+        let start = self.pending.len();
+        let rings = self.rings.len();
+        let mut idle_rings = 0;
+        while room > 0 && idle_rings < rings {
+            let ring = &self.rings[self.next_ring];
+            self.next_ring = (self.next_ring + 1) % rings;
+            let mut took = 0;
+            while took < limits.batch_rows_max.min(room) {
+                let Some(record) = ring.pop() else { break };
+                self.pending.push_back((next, record));
+                next += 1;
+                took += 1;
+            }
+            room -= took;
+            idle_rings = if took == 0 { idle_rings + 1 } else { 0 };
+        }
+        self.next_gseq = Some(next);
+        let drained = self.pending.len() - start;
+        if drained > 0 && self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+        drained
+    }
+
+    fn due(&self, stopping: bool) -> bool {
+        let Some(oldest) = self.oldest else { return false };
+        stopping
+            || self.pending.len() >= self.options.limits.batch_rows_max
+            || oldest.elapsed() >= self.options.limits.flush_age()
+    }
+
+    /// Writes the first batch of the buffer in one transaction. Returns whether it committed.
+    fn flush(&mut self) -> bool {
+        let rows = self.pending.len().min(self.options.limits.batch_rows_max);
+        let (front, _) = self.pending.as_slices();
+        if front.len() < rows {
+            self.pending.make_contiguous();
+        }
+        let batch = &self.pending.as_slices().0[..rows];
+        let Some(client) = self.client.as_mut() else { return false };
+        match write_batch(client, batch) {
+            Ok(()) => {
+                let last = batch[rows - 1].0;
+                self.acknowledge_through(last);
+                self.stats.batches_committed += 1;
+                self.stats.batch_rows_largest =
+                    self.stats.batch_rows_largest.max(u64::try_from(rows).unwrap_or(u64::MAX));
+                self.backoff = self.options.limits.backoff_min();
+                true
+            }
+            Err(error) => {
+                self.stats.batch_failures += 1;
+                self.fail(format!("write batch of {rows} rows: {}", describe(&error)));
+                false
+            }
+        }
+    }
+
+    /// Removes buffered rows with gseq ≤ `committed`: they are durable.
+    fn acknowledge_through(&mut self, committed: i64) {
+        while self.pending.front().is_some_and(|(gseq, _)| *gseq <= committed) {
+            if let Some((_, record)) = self.pending.pop_front() {
+                self.stats.rows.count(&record);
+            }
+        }
+        self.stats.last_committed_gseq = self.stats.last_committed_gseq.max(committed);
+        if self.pending.is_empty() {
+            self.oldest = None;
+        }
+    }
+
+    fn idle_wait(&self) -> Duration {
+        let mut wait = self.options.limits.idle_park();
+        if let Some(oldest) = self.oldest {
+            wait = wait.min(self.options.limits.flush_age().saturating_sub(oldest.elapsed()));
+        }
+        if let Some(at) = self.retry_at {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
+        wait
+    }
+
+    fn publish(&mut self) {
+        self.stats.buffered_rows = self.pending.len();
+        let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+        if *published != self.stats {
+            published.clone_from(&self.stats);
+        }
+    }
+}
+
+enum ConnectError {
+    Db(String),
+    Schema(MigrateError),
+}
+
+impl ConnectError {
+    fn db(what: &str, error: postgres::Error) -> Self {
+        ConnectError::Db(format!("{what}: {}", describe(&error)))
+    }
+}
+
+/// An error with the server's message when there is one (`postgres::Error`'s own Display says
+/// only "db error").
+fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{error}: {}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// One transaction: COPY each table's rows, log the batch, notify, commit.
+fn write_batch(client: &mut Client, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+    let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) else {
+        return Ok(());
+    };
+    debug_assert!(batch.windows(2).all(|w| w[1].0 == w[0].0 + 1), "gseqs not contiguous");
+    let mut tx = client.transaction()?;
+    copy_deltas(&mut tx, batch)?;
+    copy_trades(&mut tx, batch)?;
+    copy_tickers(&mut tx, batch)?;
+    copy_snapshots(&mut tx, batch)?;
+    copy_market_lifecycles(&mut tx, batch)?;
+    copy_event_lifecycles(&mut tx, batch)?;
+    copy_gaps(&mut tx, batch)?;
+    copy_raw_frames(&mut tx, batch)?;
+    let rows = i32::try_from(batch.len()).unwrap_or(i32::MAX);
+    tx.execute(
+        "INSERT INTO batch (last_gseq, first_gseq, rows) VALUES ($1, $2, $3)",
+        &[last, first, &rows],
+    )?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &last.to_string()])?;
+    tx.commit()
+}
+
+/// A u64 stored bit for bit in a bigint column (see the schema's header).
+fn u64_bits(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+fn side_yes(side: Side) -> bool {
+    side == Side::Yes
+}
+
+/// Runs one binary COPY of the rows `pick` selects, if there are any.
+fn copy_rows<T: ?Sized>(
+    tx: &mut Transaction<'_>,
+    statement: &str,
+    types: &[Type],
+    batch: &[(i64, Record)],
+    pick: impl Fn(&Record) -> Option<&T>,
+    mut row: impl FnMut(&mut BinaryCopyInWriter<'_>, i64, &T) -> Result<(), postgres::Error>,
+) -> Result<(), postgres::Error> {
+    if !batch.iter().any(|(_, r)| pick(r).is_some()) {
+        return Ok(());
+    }
+    let sink = tx.copy_in(statement)?;
+    let mut writer = BinaryCopyInWriter::new(sink, types);
+    for (gseq, record) in batch {
+        if let Some(value) = pick(record) {
+            row(&mut writer, *gseq, value)?;
+        }
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+fn copy_deltas(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        "COPY delta (gseq, ts_recv_ns, conn_id, sid, seq, market, side_yes, price_micros, \
+         delta_centi, ts_exch_ns, client_order_id) FROM STDIN (FORMAT binary)",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::BOOL,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+        ],
+        batch,
+        |r| if let Record::Delta(d) = r { Some(d) } else { None },
+        |w, gseq, d| {
+            let o = &d.origin;
+            let market: &str = &d.market;
+            let client_order_id = d.client_order_id.as_deref();
+            w.write(&[
+                &gseq,
+                &o.ts_recv_ns,
+                &u64_bits(o.conn_id),
+                &o.sid.map(u64_bits),
+                &o.seq.map(u64_bits),
+                &market,
+                &side_yes(d.side),
+                &i64::from(d.price_micros),
+                &d.delta_centi,
+                &d.ts_exch_ns,
+                &client_order_id,
+            ])
+        },
+    )
+}
+
+fn copy_trades(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        "COPY trade (gseq, ts_recv_ns, conn_id, sid, seq, trade_id, market, yes_price_micros, \
+         no_price_micros, count_centi, taker_side_yes, taker_book_side_ask, is_block_trade, \
+         ts_exch_ns) FROM STDIN (FORMAT binary)",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::BOOL,
+            Type::BOOL,
+            Type::BOOL,
+            Type::INT8,
+        ],
+        batch,
+        |r| if let Record::Trade(t) = r { Some(t) } else { None },
+        |w, gseq, t| {
+            let o = &t.origin;
+            let trade_id: &str = &t.trade_id;
+            let market: &str = &t.market;
+            w.write(&[
+                &gseq,
+                &o.ts_recv_ns,
+                &u64_bits(o.conn_id),
+                &o.sid.map(u64_bits),
+                &o.seq.map(u64_bits),
+                &trade_id,
+                &market,
+                &i64::from(t.yes_price_micros),
+                &i64::from(t.no_price_micros),
+                &t.count_centi,
+                &t.taker_side.map(side_yes),
+                &t.taker_book_side.map(|s| s == BookSide::Ask),
+                &t.is_block_trade,
+                &t.ts_exch_ns,
+            ])
+        },
+    )
+}
+
+fn copy_tickers(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+    let mut types = vec![Type::INT8; 18];
+    types[5] = Type::TEXT;
+    copy_rows(
+        tx,
+        "COPY ticker (gseq, ts_recv_ns, conn_id, sid, seq, market, price_micros, yes_bid_micros, \
+         yes_ask_micros, yes_bid_size_centi, yes_ask_size_centi, last_trade_size_centi, \
+         volume_centi, open_interest_centi, dollar_volume, dollar_open_interest, clock, \
+         ts_exch_ns) FROM STDIN (FORMAT binary)",
+        &types,
+        batch,
+        |r| if let Record::Ticker(t) = r { Some(&**t) } else { None },
+        |w, gseq, t| {
+            let o = &t.origin;
+            let market: &str = &t.market;
+            w.write(&[
+                &gseq,
+                &o.ts_recv_ns,
+                &u64_bits(o.conn_id),
+                &o.sid.map(u64_bits),
+                &o.seq.map(u64_bits),
+                &market,
+                &t.price_micros.map(i64::from),
+                &t.yes_bid_micros.map(i64::from),
+                &t.yes_ask_micros.map(i64::from),
+                &t.yes_bid_size_centi,
+                &t.yes_ask_size_centi,
+                &t.last_trade_size_centi,
+                &t.volume_centi,
+                &t.open_interest_centi,
+                &t.dollar_volume,
+                &t.dollar_open_interest,
+                &t.clock.map(u64_bits),
+                &t.ts_exch_ns,
+            ])
+        },
+    )
+}
+
+fn copy_snapshots(
+    tx: &mut Transaction<'_>,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        "COPY snapshot (gseq, ts_recv_ns, source, conn_id, sid, seq, market, yes_price_micros, \
+         yes_size_centi, no_price_micros, no_size_centi) FROM STDIN (FORMAT binary)",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+        ],
+        batch,
+        |r| if let Record::Snapshot(s) = r { Some(&**s) } else { None },
+        |w, gseq, s| {
+            let (source, origin) = match s.source {
+                SnapshotSource::Ws(origin) => ("ws", Some(origin)),
+                SnapshotSource::Rest { .. } => ("rest", None),
+            };
+            let market: &str = &s.market;
+            let prices = |levels: &[kdp_engine::event::Level]| -> Vec<i64> {
+                levels.iter().map(|l| i64::from(l.price_micros)).collect()
+            };
+            let sizes = |levels: &[kdp_engine::event::Level]| -> Vec<i64> {
+                levels.iter().map(|l| l.size_centi).collect()
+            };
+            w.write(&[
+                &gseq,
+                &s.source.ts_recv_ns(),
+                &source,
+                &origin.map(|o| u64_bits(o.conn_id)),
+                &origin.and_then(|o| o.sid).map(u64_bits),
+                &origin.and_then(|o| o.seq).map(u64_bits),
+                &market,
+                &prices(&s.yes),
+                &sizes(&s.yes),
+                &prices(&s.no),
+                &sizes(&s.no),
+            ])
+        },
+    )
+}
+
+fn copy_market_lifecycles(
+    tx: &mut Transaction<'_>,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        "COPY market_lifecycle (gseq, ts_recv_ns, conn_id, sid, seq, market, kind, multivariate, \
+         open_ts_s, close_ts_s, determination_ts_s, settled_ts_s, result, \
+         settlement_value_micros, price_level_structure, payload) FROM STDIN (FORMAT binary)",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BOOL,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+        ],
+        batch,
+        |r| if let Record::MarketLifecycle(m) = r { Some(&**m) } else { None },
+        |w, gseq, m| {
+            let o = &m.origin;
+            let market: &str = &m.market;
+            let kind: &str = &m.kind;
+            let result = m.result.as_deref();
+            let structure = m.price_level_structure.as_deref();
+            let payload: &str = &m.payload;
+            w.write(&[
+                &gseq,
+                &o.ts_recv_ns,
+                &u64_bits(o.conn_id),
+                &o.sid.map(u64_bits),
+                &o.seq.map(u64_bits),
+                &market,
+                &kind,
+                &m.multivariate,
+                &m.open_ts_s,
+                &m.close_ts_s,
+                &m.determination_ts_s,
+                &m.settled_ts_s,
+                &result,
+                &m.settlement_value_micros.map(i64::from),
+                &structure,
+                &payload,
+            ])
+        },
+    )
+}
+
+fn copy_event_lifecycles(
+    tx: &mut Transaction<'_>,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        "COPY event_lifecycle (gseq, ts_recv_ns, conn_id, sid, seq, event_ticker, payload) \
+         FROM STDIN (FORMAT binary)",
+        &[Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT],
+        batch,
+        |r| if let Record::EventLifecycle(e) = r { Some(&**e) } else { None },
+        |w, gseq, e| {
+            let o = &e.origin;
+            let event_ticker: &str = &e.event_ticker;
+            let payload: &str = &e.payload;
+            w.write(&[
+                &gseq,
+                &o.ts_recv_ns,
+                &u64_bits(o.conn_id),
+                &o.sid.map(u64_bits),
+                &o.seq.map(u64_bits),
+                &event_ticker,
+                &payload,
+            ])
+        },
+    )
+}
+
+fn copy_gaps(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        "COPY gap (gseq, ts_recv_ns, conn_id, sid, expected_seq, got_seq, \
+         ts_recv_last_good_ns, markets) FROM STDIN (FORMAT binary)",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT_ARRAY,
+        ],
+        batch,
+        |r| if let Record::Gap(g) = r { Some(&**g) } else { None },
+        |w, gseq, g| {
+            let markets: Vec<&str> = g.markets.iter().map(|m| &**m).collect();
+            w.write(&[
+                &gseq,
+                &g.ts_recv_ns,
+                &u64_bits(g.conn_id),
+                &u64_bits(g.sid),
+                &u64_bits(g.expected_seq),
+                &g.got_seq.map(u64_bits),
+                &g.ts_recv_last_good_ns,
+                &markets,
+            ])
+        },
+    )
+}
+
+fn copy_raw_frames(
+    tx: &mut Transaction<'_>,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        "COPY raw_frame (gseq, ts_recv_ns, conn_id, malformed, reason, frame) \
+         FROM STDIN (FORMAT binary)",
+        &[Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::TEXT, Type::BYTEA],
+        batch,
+        |r| if let Record::Raw(f) = r { Some(&**f) } else { None },
+        |w, gseq, f| {
+            let (malformed, reason): (bool, &str) = match &f.reason {
+                RawReason::Unknown(kind) => (false, kind),
+                RawReason::Malformed(error) => (true, error),
+            };
+            let frame: &[u8] = &f.frame;
+            let values: [&(dyn ToSql + Sync); 6] =
+                [&gseq, &f.ts_recv_ns, &u64_bits(f.conn_id), &malformed, &reason, &frame];
+            w.write(&values)
+        },
+    )
+}
