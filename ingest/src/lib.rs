@@ -4,6 +4,6 @@
 //! of `kdp_engine::event`.
 
 pub mod auth;
-pub mod store;
 pub mod session;
+pub mod store;
 pub mod wire;
