@@ -4,6 +4,8 @@
 //! of `kdp_engine::event`.
 
 pub mod auth;
+pub mod registry;
+pub mod rest;
 pub mod session;
 pub mod store;
 pub mod wire;
