@@ -4,6 +4,7 @@
 //! of `kdp_engine::event`.
 
 pub mod auth;
+pub mod poller;
 pub mod registry;
 pub mod rest;
 pub mod session;
