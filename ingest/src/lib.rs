@@ -4,6 +4,7 @@
 //! of `kdp_engine::event`.
 
 pub mod auth;
+pub mod gatherer;
 pub mod poller;
 pub mod registry;
 pub mod rest;

@@ -1,0 +1,458 @@
+//! Shards: one glommio executor per shard, each owning the sessions of its markets and pushing
+//! owned [`Record`]s onto its own bounded ring, which the gatherer writer drains.
+//!
+//! ```text
+//! markets ──shard_of(ticker)──► shard k: glommio executor (pinned or unbound)
+//!                                 ├─ session conn 1 (markets_per_connection markets) ─┐
+//!                                 └─ session conn 2 ...                               ├─► RingSink ─► ring k
+//! ```
+//!
+//! Market → shard is [`shard_of`]: FNV-1a 64 of the ticker's UTF-8 bytes modulo the shard count.
+//! The function is frozen: a ticker must land on the same shard in every version (operators
+//! read logs and metrics per shard, and tests pin the values below).
+//!
+//! Everything a shard owns lives on its executor thread: the sessions, their sequence state, the
+//! per-shard ticker interner (`Arc<str>` per market, so a pushed record costs a refcount
+//! increment). The only cross-thread hand-off is the ring and a few relaxed counters.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::auth::Signer;
+use crate::session::conn::{self, Flow, GapMarker, Received, SessionConfig, SessionSink, Status};
+use crate::store::{self, Origin, RawFrame, RawReason, Record};
+
+/// io_uring memory of one shard executor: glommio's default (10 MiB) exceeds this machine's
+/// 8 MiB memlock limit; 1 MiB is what the session tests run with and leaves room for several
+/// shards in one process.
+pub const IO_MEMORY_BYTES: usize = 1 << 20;
+/// How often a shard's controller checks the stop flag: the latency shutdown adds per shard.
+pub const STOP_POLL: Duration = Duration::from_millis(5);
+/// First sleep of a producer that found its ring full; doubles up to [`RING_FULL_SLEEP_MAX`].
+pub const RING_FULL_SLEEP_MIN: Duration = Duration::from_micros(20);
+/// Longest sleep between retries on a full ring: the writer frees slots in bulk (it drains
+/// whole rings per turn), so 1 ms adds at most ~1 ms of latency once room appears.
+pub const RING_FULL_SLEEP_MAX: Duration = Duration::from_millis(1);
+
+/// FNV-1a 64-bit offset basis (frozen, see [`shard_of`]).
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a 64-bit prime (frozen, see [`shard_of`]).
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV-1a 64 of `bytes`.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(FNV_OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+}
+
+/// The shard (0-based) that owns `ticker` among `shards` shards: `fnv1a64(ticker) % shards`.
+/// Never change this function: it is part of the gatherer's operational contract.
+pub fn shard_of(ticker: &str, shards: usize) -> usize {
+    let shards = u64::try_from(shards.max(1)).unwrap_or(u64::MAX);
+    usize::try_from(fnv1a64(ticker.as_bytes()) % shards).unwrap_or(0)
+}
+
+/// Counters of one shard, written by its thread (relaxed, uncontended) and read for stats.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    records: AtomicU64,
+    events: AtomicU64,
+    gaps: AtomicU64,
+    unparsed: AtomicU64,
+    connects: AtomicU64,
+    disconnects: AtomicU64,
+    ring_full_stalls: AtomicU64,
+    ring_full_wait_us: AtomicU64,
+    fatal: std::sync::Mutex<Option<String>>,
+}
+
+/// A snapshot of one shard's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardStats {
+    /// The shard's index.
+    pub index: usize,
+    /// Markets the shard owns.
+    pub markets: usize,
+    /// WebSocket connections (sessions) the shard runs.
+    pub connections: usize,
+    /// Records pushed onto the ring.
+    pub records: u64,
+    /// Accepted events among them.
+    pub events: u64,
+    /// Gap markers among them.
+    pub gaps: u64,
+    /// Raw (unknown or malformed) frames among them.
+    pub unparsed: u64,
+    /// Successful connections, reconnects included.
+    pub connects: u64,
+    /// Connections lost.
+    pub disconnects: u64,
+    /// Pushes that found the ring full and waited (backpressure episodes).
+    pub ring_full_stalls: u64,
+    /// Total time spent waiting on a full ring, µs.
+    pub ring_full_wait_us: u64,
+    /// Why a session gave up (a fatal error such as a refused key), if one did.
+    pub fatal: Option<String>,
+}
+
+impl ShardCounters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, index: usize, markets: usize, connections: usize) -> ShardStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ShardStats {
+            index,
+            markets,
+            connections,
+            records: load(&self.records),
+            events: load(&self.events),
+            gaps: load(&self.gaps),
+            unparsed: load(&self.unparsed),
+            connects: load(&self.connects),
+            disconnects: load(&self.disconnects),
+            ring_full_stalls: load(&self.ring_full_stalls),
+            ring_full_wait_us: load(&self.ring_full_wait_us),
+            fatal: self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        }
+    }
+
+    fn set_fatal(&self, why: String) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fatal.get_or_insert(why);
+    }
+}
+
+/// One shard's markets → `Arc<str>`, shared by the shard's sessions (same thread).
+#[derive(Debug, Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, ticker: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(ticker) {
+            return Arc::clone(t);
+        }
+        let t: Arc<str> = Arc::from(ticker);
+        self.0.insert(Arc::clone(&t));
+        t
+    }
+}
+
+/// The gatherer's [`SessionSink`]: turns session output into owned records on the shard ring.
+struct RingSink {
+    ring: Arc<ArrayQueue<Record>>,
+    conn_id: u64,
+    tickers: Rc<RefCell<Interner>>,
+    counters: Arc<ShardCounters>,
+    /// Set when the writer is gone for good: a full ring can then never drain.
+    abandon: Arc<AtomicBool>,
+}
+
+impl RingSink {
+    /// Pushes `record`, waiting while the ring is full.
+    ///
+    /// Why this is correct backpressure: the session calls the sink synchronously from its read
+    /// loop, on the shard's only thread. While this function waits, no session of the shard
+    /// polls its socket, so unread frames stay in the kernel's receive buffer, TCP's window
+    /// closes and the exchange's sender slows down: the pressure travels back to the source
+    /// and nothing is dropped here. The wait is a bounded backoff sleep (not a spin), so a
+    /// stalled writer costs no CPU. What the shard cannot do meanwhile is answer pings or run
+    /// its stale timer; a stall longer than the server's patience ends in a reconnect, which the
+    /// session records as a disconnect gap, the same as any other lost connection.
+    fn push(&mut self, record: Record) -> Flow {
+        let Err(mut record) = self.ring.push(record) else {
+            ShardCounters::add(&self.counters.records, 1);
+            return Flow::Continue;
+        };
+        ShardCounters::add(&self.counters.ring_full_stalls, 1);
+        let started = std::time::Instant::now();
+        let mut sleep = RING_FULL_SLEEP_MIN;
+        loop {
+            if self.abandon.load(Ordering::Acquire) {
+                return Flow::Stop;
+            }
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(RING_FULL_SLEEP_MAX);
+            match self.ring.push(record) {
+                Ok(()) => break,
+                Err(back) => record = back,
+            }
+        }
+        let waited_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        ShardCounters::add(&self.counters.ring_full_wait_us, waited_us);
+        ShardCounters::add(&self.counters.records, 1);
+        Flow::Continue
+    }
+
+    fn origin(&self, ts_recv_ns: u64, sid: Option<u64>, seq: Option<u64>) -> Origin {
+        Origin { ts_recv_ns: ns_i64(ts_recv_ns), conn_id: self.conn_id, sid, seq }
+    }
+
+    fn interned(&self, markets: &[String]) -> Box<[Arc<str>]> {
+        let mut tickers = self.tickers.borrow_mut();
+        markets.iter().map(|m| tickers.get(m)).collect()
+    }
+}
+
+fn ns_i64(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+impl SessionSink for RingSink {
+    fn event(&mut self, received: &Received<'_>) -> Flow {
+        let origin = self.origin(received.ts_recv_ns, received.sid, received.seq);
+        let record = {
+            let mut tickers = self.tickers.borrow_mut();
+            Record::from_event(received.event, origin, |t| tickers.get(t))
+        };
+        ShardCounters::add(&self.counters.events, 1);
+        self.push(record)
+    }
+
+    /// Gap rows: a sequence gap as is; a dropped subscription and a disconnect window have no
+    /// seq, so they are stored with `expected_seq = 0` and no `got_seq` (seqs start at 1, so 0
+    /// never names a real frame); a disconnect has no sid either (`sid = 0`) and spans every
+    /// market of the connection, from the last frame before it to the first snapshot after.
+    fn gap(&mut self, marker: &GapMarker<'_>) -> Flow {
+        let gap = match *marker {
+            GapMarker::Seq { gap, markets } => store::GapMarker {
+                ts_recv_ns: ns_i64(gap.ts_recv_ns),
+                conn_id: self.conn_id,
+                sid: gap.sid,
+                expected_seq: gap.expected,
+                got_seq: Some(gap.got),
+                ts_recv_last_good_ns: gap.ts_recv_last_ok_ns.map(ns_i64),
+                markets: self.interned(markets),
+            },
+            GapMarker::SubscriptionLost { sid, ts_recv_ns, markets, .. } => store::GapMarker {
+                ts_recv_ns: ns_i64(ts_recv_ns),
+                conn_id: self.conn_id,
+                sid,
+                expected_seq: 0,
+                got_seq: None,
+                ts_recv_last_good_ns: None,
+                markets: self.interned(markets),
+            },
+            GapMarker::Disconnect { gap, markets } => store::GapMarker {
+                ts_recv_ns: ns_i64(gap.ts_recv_resumed_ns),
+                conn_id: self.conn_id,
+                sid: 0,
+                expected_seq: 0,
+                got_seq: None,
+                ts_recv_last_good_ns: gap.ts_recv_last_ns.map(ns_i64),
+                markets: self.interned(markets),
+            },
+        };
+        ShardCounters::add(&self.counters.gaps, 1);
+        self.push(Record::Gap(Box::new(gap)))
+    }
+
+    fn unparsed(&mut self, frame: &[u8], ts_recv_ns: u64, why: &str) -> Flow {
+        let reason = match why.strip_prefix("unknown message type ") {
+            Some(type_name) => RawReason::Unknown(type_name.trim_matches('"').into()),
+            None => RawReason::Malformed(why.into()),
+        };
+        let raw = RawFrame {
+            ts_recv_ns: ns_i64(ts_recv_ns),
+            conn_id: self.conn_id,
+            reason,
+            frame: frame.into(),
+        };
+        ShardCounters::add(&self.counters.unparsed, 1);
+        self.push(Record::Raw(Box::new(raw)))
+    }
+
+    fn status(&mut self, status: &Status) -> Flow {
+        match status {
+            Status::Connected { attempt } => {
+                ShardCounters::add(&self.counters.connects, 1);
+                tracing::info!(conn_id = self.conn_id, attempt, "session connected");
+            }
+            Status::Disconnected { reason, retry_in } => {
+                ShardCounters::add(&self.counters.disconnects, 1);
+                tracing::warn!(conn_id = self.conn_id, ?retry_in, "session lost: {reason}");
+            }
+            Status::ServerError { code, message, sid, action } => {
+                tracing::warn!(
+                    conn_id = self.conn_id,
+                    code,
+                    ?sid,
+                    ?action,
+                    "server error: {message}"
+                );
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// What one shard runs.
+#[derive(Debug)]
+pub(crate) struct ShardPlan {
+    /// Index among the shards.
+    pub index: usize,
+    /// A CPU to pin the executor to, or `None` for unbound.
+    pub cpu: Option<usize>,
+    /// One session configuration per connection, with its gatherer-wide connection id.
+    pub sessions: Vec<(u64, SessionConfig)>,
+}
+
+/// Starts a shard thread. It runs until `stop` is set, then cancels its sessions (at an await
+/// point: every record a session handed over is already on the ring) and returns.
+pub(crate) fn spawn(
+    plan: ShardPlan,
+    signer: Arc<Signer>,
+    ring: Arc<ArrayQueue<Record>>,
+    counters: Arc<ShardCounters>,
+    stop: Arc<AtomicBool>,
+    abandon: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let name = format!("kdp-shard-{}", plan.index);
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
+        let placement = plan.cpu.map_or(Placement::Unbound, Placement::Fixed);
+        let executor = match LocalExecutorBuilder::new(placement)
+            .name(&name)
+            .io_memory(IO_MEMORY_BYTES)
+            .make()
+        {
+            Ok(executor) => executor,
+            Err(e) => {
+                counters.set_fatal(format!("shard {} executor could not start: {e}", plan.index));
+                return;
+            }
+        };
+        executor.run(run_shard(plan, signer, ring, counters, stop, abandon));
+    })
+}
+
+async fn run_shard(
+    plan: ShardPlan,
+    signer: Arc<Signer>,
+    ring: Arc<ArrayQueue<Record>>,
+    counters: Arc<ShardCounters>,
+    stop: Arc<AtomicBool>,
+    abandon: Arc<AtomicBool>,
+) {
+    let tickers = Rc::new(RefCell::new(Interner::default()));
+    let mut tasks = Vec::with_capacity(plan.sessions.len());
+    for (conn_id, config) in plan.sessions {
+        let mut sink = RingSink {
+            ring: Arc::clone(&ring),
+            conn_id,
+            tickers: Rc::clone(&tickers),
+            counters: Arc::clone(&counters),
+            abandon: Arc::clone(&abandon),
+        };
+        let signer = Arc::clone(&signer);
+        let counters = Arc::clone(&counters);
+        tasks.push(glommio::spawn_local(async move {
+            if let Err(e) = conn::run(&config, &signer, &mut sink).await {
+                tracing::error!(conn_id, "session gave up: {e}");
+                counters.set_fatal(format!("connection {conn_id}: {e}"));
+            }
+        }));
+    }
+    while !stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    for task in tasks {
+        task.cancel().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a64_matches_the_reference_vectors() {
+        // From the FNV reference (draft-eastlake-fnv): "", "a", "foobar".
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn shard_assignment_is_frozen() {
+        // Pinned values: a change here moves markets between shards in production.
+        assert_eq!(fnv1a64(b"KXHIGHNY-25JAN01-B40"), 0xb306_885e_0fed_0f50);
+        assert_eq!(fnv1a64(b"INXD-25DEC31-T5000"), 0xf30c_74b4_b9a3_5054);
+        let got: Vec<usize> = ["KXHIGHNY-25JAN01-B40", "INXD-25DEC31-T5000", "a", "foobar"]
+            .iter()
+            .map(|t| shard_of(t, 7))
+            .collect();
+        assert_eq!(got, [4, 2, 5, 6]);
+        assert_eq!(shard_of("anything", 1), 0);
+        assert_eq!(shard_of("anything", 0), 0);
+    }
+
+    #[test]
+    fn the_interner_hands_out_one_arc_per_ticker() {
+        let mut i = Interner::default();
+        let a = i.get("M-1");
+        let b = i.get("M-1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &i.get("M-2")));
+    }
+
+    fn raw(n: u8) -> Record {
+        Record::Raw(Box::new(RawFrame {
+            ts_recv_ns: 1,
+            conn_id: 1,
+            reason: RawReason::Malformed("x".into()),
+            frame: Box::new([n]),
+        }))
+    }
+
+    fn sink(ring: &Arc<ArrayQueue<Record>>, counters: &Arc<ShardCounters>) -> RingSink {
+        RingSink {
+            ring: Arc::clone(ring),
+            conn_id: 1,
+            tickers: Rc::default(),
+            counters: Arc::clone(counters),
+            abandon: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn a_full_ring_makes_the_producer_wait_never_drop() {
+        let ring = Arc::new(ArrayQueue::new(1));
+        let counters = Arc::new(ShardCounters::default());
+        let mut sink = sink(&ring, &counters);
+        assert_eq!(sink.push(raw(1)), Flow::Continue);
+        let drainer = {
+            let (ring, counters) = (Arc::clone(&ring), Arc::clone(&counters));
+            std::thread::spawn(move || {
+                // Take the first record only once the producer is known to be waiting.
+                while counters.ring_full_stalls.load(Ordering::Relaxed) == 0 {
+                    std::thread::yield_now();
+                }
+                ring.pop()
+            })
+        };
+        assert_eq!(sink.push(raw(2)), Flow::Continue);
+        assert_eq!(drainer.join().ok().flatten(), Some(raw(1)));
+        assert_eq!(ring.pop(), Some(raw(2)));
+        let stats = counters.snapshot(0, 0, 0);
+        assert_eq!((stats.records, stats.ring_full_stalls), (2, 1));
+    }
+
+    #[test]
+    fn a_producer_behind_a_dead_writer_gives_up_when_told() {
+        let ring = Arc::new(ArrayQueue::new(1));
+        let counters = Arc::new(ShardCounters::default());
+        let mut sink = sink(&ring, &counters);
+        assert_eq!(sink.push(raw(1)), Flow::Continue);
+        sink.abandon.store(true, Ordering::Release);
+        assert_eq!(sink.push(raw(2)), Flow::Stop);
+        assert_eq!(counters.snapshot(0, 0, 0).records, 1);
+    }
+}
