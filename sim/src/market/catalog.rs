@@ -6,7 +6,7 @@
 //! with a cycle suffix should a two-digit year ever wrap); a market ticker is its event plus a
 //! strike that differs for every market of the event. The engine still checks it on insert.
 
-use super::model::{EventInfo, SeriesInfo};
+use super::model::{EventInfo, SeriesInfo, civil_from_days};
 
 /// How often a series lists a new event, which also fixes its date code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,20 +116,6 @@ pub(crate) struct SeriesNaming {
     first_period: i64,
 }
 
-/// Days since 1970-01-01 → (year, month 1–12, day 1–31) (Hinnant's civil_from_days).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 fn letters(mut n: usize) -> String {
     let mut s = Vec::new();
     loop {
@@ -174,7 +160,7 @@ pub(crate) fn make_series(
         Period::Daily => start_s.div_euclid(86_400),
         Period::Monthly => {
             let (y, m, _) = civil_from_days(start_s.div_euclid(86_400));
-            y * 12 + i64::from(m) - 1
+            y * 12 + m - 1
         }
     } + offset_periods;
     let title =

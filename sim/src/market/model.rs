@@ -24,6 +24,16 @@ pub enum Side {
     No,
 }
 
+impl Side {
+    /// Kalshi's spelling (`"yes"` / `"no"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Yes => "yes",
+            Side::No => "no",
+        }
+    }
+}
+
 /// The side of the book a taker hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BookSide {
@@ -31,6 +41,30 @@ pub enum BookSide {
     Ask,
     /// The taker hit the bid.
     Bid,
+}
+
+impl BookSide {
+    /// Kalshi's spelling (`"ask"` / `"bid"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookSide::Ask => "ask",
+            BookSide::Bid => "bid",
+        }
+    }
+}
+
+/// Days since 1970-01-01 → (year, month 1–12, day 1–31) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`): the one calendar conversion of the simulator.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// A market's tick grid (`price_level_structure`).

@@ -17,8 +17,8 @@ use std::fmt::Write as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::market::model::{
-    BookLevels, BookSide, EventInfo, Level, LifecycleKind, MarketInfo, PriceGrid, SeriesInfo, Side,
-    TickerState,
+    BookLevels, BookSide, EventInfo, Level, LifecycleKind, MarketInfo, SeriesInfo, Side,
+    TickerState, civil_from_days,
 };
 
 /// Which generation of field shapes to send.
@@ -80,22 +80,37 @@ pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Appends a micro-dollar price as a quoted dollar string: 4 decimals, or 6 when needed.
-pub fn push_dollars(out: &mut String, micros: u32) {
+/// Writes a micro-dollar price as Kalshi's `*_dollars` text: 4 decimals (`0.4200`), or 6 when
+/// the value has digits below 4 dp.
+pub fn write_dollars(out: &mut String, micros: u32) {
     let whole = micros / 1_000_000;
     let frac = micros % 1_000_000;
     if frac.is_multiple_of(100) {
-        let _ = write!(out, "\"{whole}.{:04}\"", frac / 100);
+        let _ = write!(out, "{whole}.{:04}", frac / 100);
     } else {
-        let _ = write!(out, "\"{whole}.{frac:06}\"");
+        let _ = write!(out, "{whole}.{frac:06}");
     }
 }
 
-/// Appends a count in hundredths as a quoted 2-decimal string (signed).
-pub fn push_fp(out: &mut String, centi: i64) {
+/// Appends a micro-dollar price as a quoted dollar string ([`write_dollars`]).
+pub fn push_dollars(out: &mut String, micros: u32) {
+    out.push('"');
+    write_dollars(out, micros);
+    out.push('"');
+}
+
+/// Writes a count in hundredths as Kalshi's `*_fp` text: 2 decimals, signed.
+pub fn write_fp(out: &mut String, centi: i64) {
     let sign = if centi < 0 { "-" } else { "" };
     let abs = centi.unsigned_abs();
-    let _ = write!(out, "\"{sign}{}.{:02}\"", abs / 100, abs % 100);
+    let _ = write!(out, "{sign}{}.{:02}", abs / 100, abs % 100);
+}
+
+/// Appends a count in hundredths as a quoted 2-decimal string ([`write_fp`]).
+pub fn push_fp(out: &mut String, centi: i64) {
+    out.push('"');
+    write_fp(out, centi);
+    out.push('"');
 }
 
 /// Appends an RFC3339 UTC time with microseconds, quoted: `"2026-09-25T19:16:20.921884Z"`.
@@ -112,54 +127,6 @@ pub fn push_rfc3339_us(out: &mut String, ts_ns: i64) {
         (rem % 3600) / 60,
         rem % 60
     );
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn side_str(side: Side) -> &'static str {
-    match side {
-        Side::Yes => "yes",
-        Side::No => "no",
-    }
-}
-
-fn book_side_str(side: BookSide) -> &'static str {
-    match side {
-        BookSide::Ask => "ask",
-        BookSide::Bid => "bid",
-    }
-}
-
-/// The `price_level_structure` name of a grid.
-pub fn grid_name(grid: PriceGrid) -> &'static str {
-    match grid {
-        PriceGrid::LinearCent => "linear_cent",
-        PriceGrid::DeciCent => "deci_cent",
-        PriceGrid::TaperedDeciCent => "tapered_deci_cent",
-    }
-}
-
-/// The `price_ranges` bands of a grid: (start, end, step) in micro-dollars.
-pub fn grid_ranges(grid: PriceGrid) -> &'static [(u32, u32, u32)] {
-    match grid {
-        PriceGrid::LinearCent => &[(0, 1_000_000, 10_000)],
-        PriceGrid::DeciCent => &[(0, 1_000_000, 1_000)],
-        PriceGrid::TaperedDeciCent => {
-            &[(0, 100_000, 1_000), (100_000, 900_000, 10_000), (900_000, 1_000_000, 1_000)]
-        }
-    }
 }
 
 fn key(out: &mut String, name: &str) {
@@ -203,7 +170,7 @@ pub fn delta_body(
     key(&mut out, "delta_fp");
     push_fp(&mut out, delta_centi);
     key(&mut out, "side");
-    push_json_str(&mut out, side_str(side));
+    push_json_str(&mut out, side.as_str());
     key(&mut out, "ts");
     push_rfc3339_us(&mut out, ts_ns);
     key(&mut out, "ts_ms");
@@ -316,11 +283,11 @@ pub fn trade_body(t: &TradeFields<'_>, shape: Shape) -> String {
     key(&mut out, "count_fp");
     push_fp(&mut out, t.count_centi);
     key(&mut out, "taker_side");
-    push_json_str(&mut out, side_str(t.taker_side));
+    push_json_str(&mut out, t.taker_side.as_str());
     key(&mut out, "taker_outcome_side");
-    push_json_str(&mut out, side_str(t.taker_side));
+    push_json_str(&mut out, t.taker_side.as_str());
     key(&mut out, "taker_book_side");
-    push_json_str(&mut out, book_side_str(t.taker_book_side));
+    push_json_str(&mut out, t.taker_book_side.as_str());
     key(&mut out, "is_block_trade");
     out.push_str("false");
     key(&mut out, "ts");
@@ -431,10 +398,10 @@ pub fn market_lifecycle_body(
                 secs(market.close_ts_ns)
             );
             key(&mut out, "price_level_structure");
-            push_json_str(&mut out, grid_name(market.grid));
+            push_json_str(&mut out, market.grid.name());
             key(&mut out, "price_ranges");
             out.push('[');
-            for (i, &(start, end, step)) in grid_ranges(market.grid).iter().enumerate() {
+            for (i, &(start, end, step)) in market.grid.ranges().iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -477,7 +444,7 @@ pub fn market_lifecycle_body(
             );
             if let Some(result) = market.result {
                 key(&mut out, "result");
-                push_json_str(&mut out, side_str(result));
+                push_json_str(&mut out, result.as_str());
                 key(&mut out, "settlement_value");
                 let value = match result {
                     Side::Yes => crate::market::model::DOLLAR_MICROS,

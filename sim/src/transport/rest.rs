@@ -30,10 +30,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
 use crate::market::model::{
-    BookLevels, BookSide, DOLLAR_MICROS, EventId, EventInfo, MarketId, MarketInfo, MarketStatus,
-    PriceGrid, SeriesId, SeriesInfo, Side,
+    BookLevels, DOLLAR_MICROS, EventId, EventInfo, MarketId, MarketInfo, MarketStatus, SeriesId,
+    SeriesInfo, Side, civil_from_days,
 };
 use crate::market::{Exchange, RecentTrade, TradePage, TradeQuery};
+use crate::transport::proto;
 
 /// Path prefix of every endpoint, as on Kalshi.
 pub const API_PREFIX: &str = "/trade-api/v2";
@@ -397,20 +398,16 @@ impl RestFaults {
 /// A price in micro-dollars as Kalshi's `*_dollars` string: 4 decimals (`"0.4200"`), 6 when
 /// the value has sub-4-dp digits (Kalshi's maximum precision).
 pub fn dollars(micros: u32) -> String {
-    let whole = micros / DOLLAR_MICROS;
-    let frac = micros % DOLLAR_MICROS;
-    if frac.is_multiple_of(100) {
-        format!("{whole}.{:04}", frac / 100)
-    } else {
-        format!("{whole}.{frac:06}")
-    }
+    let mut out = String::with_capacity(8);
+    proto::write_dollars(&mut out, micros);
+    out
 }
 
 /// A count in hundredths of a contract as Kalshi's `*_fp` string: always 2 decimals.
 pub fn fp(centi: i64) -> String {
-    let sign = if centi < 0 { "-" } else { "" };
-    let abs = centi.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+    let mut out = String::with_capacity(8);
+    proto::write_fp(&mut out, centi);
+    out
 }
 
 /// ns since the epoch as RFC 3339 UTC (`2026-03-01T18:44:01Z`, or with the fraction's
@@ -436,31 +433,9 @@ pub fn rfc3339(ts_ns: i64) -> String {
     out
 }
 
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// A trade id as a lowercase hyphenated UUID.
 pub fn uuid(bytes: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    proto::uuid_text(bytes)
 }
 
 /// A market status in Kalshi's vocabulary.
@@ -552,39 +527,6 @@ pub fn decode_cursor(kind: CursorKind, cursor: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-fn grid_name(grid: PriceGrid) -> &'static str {
-    match grid {
-        PriceGrid::LinearCent => "linear_cent",
-        PriceGrid::DeciCent => "deci_cent",
-        PriceGrid::TaperedDeciCent => "tapered_deci_cent",
-    }
-}
-
-/// The grid's `price_ranges` as (start, end, step) in micro-dollars.
-pub fn grid_ranges(grid: PriceGrid) -> &'static [(u32, u32, u32)] {
-    match grid {
-        PriceGrid::LinearCent => &[(0, DOLLAR_MICROS, 10_000)],
-        PriceGrid::DeciCent => &[(0, DOLLAR_MICROS, 1_000)],
-        PriceGrid::TaperedDeciCent => {
-            &[(0, 100_000, 1_000), (100_000, 900_000, 10_000), (900_000, DOLLAR_MICROS, 1_000)]
-        }
-    }
-}
-
-fn side_str(side: Side) -> &'static str {
-    match side {
-        Side::Yes => "yes",
-        Side::No => "no",
-    }
-}
-
-fn book_side_str(side: BookSide) -> &'static str {
-    match side {
-        BookSide::Ask => "ask",
-        BookSide::Bid => "bid",
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1184,7 +1126,7 @@ pub fn market_json<V: MarketView>(v: &V, m: &MarketInfo) -> MarketJson {
     };
     let determined = matches!(m.status, MarketStatus::Determined | MarketStatus::Finalized);
     let result = match m.result {
-        Some(side) if determined => side_str(side),
+        Some(side) if determined => side.as_str(),
         _ => "",
     };
     let settlement_value = m.result.filter(|_| determined).map(|side| match side {
@@ -1237,8 +1179,10 @@ pub fn market_json<V: MarketView>(v: &V, m: &MarketInfo) -> MarketJson {
             m.yes_sub_title, event_title
         ),
         rules_secondary: String::new(),
-        price_level_structure: grid_name(m.grid),
-        price_ranges: grid_ranges(m.grid)
+        price_level_structure: m.grid.name(),
+        price_ranges: m
+            .grid
+            .ranges()
             .iter()
             .map(|&(start, end, step)| PriceRangeJson {
                 start: dollars(start),
@@ -1348,9 +1292,9 @@ fn trade_json<V: MarketView>(v: &V, t: &RecentTrade) -> TradeJson {
         count_fp: fp(t.count_centi),
         yes_price_dollars: dollars(t.yes_price_micros),
         no_price_dollars: dollars(DOLLAR_MICROS.saturating_sub(t.yes_price_micros)),
-        taker_side: side_str(t.taker_side),
-        taker_outcome_side: side_str(t.taker_side),
-        taker_book_side: book_side_str(t.taker_book_side),
+        taker_side: t.taker_side.as_str(),
+        taker_outcome_side: t.taker_side.as_str(),
+        taker_book_side: t.taker_book_side.as_str(),
         is_block_trade: false,
         created_time: rfc3339(t.ts_ns),
     }
@@ -1642,6 +1586,7 @@ async fn get_series<Q: ExchangeQuery>(State(st): St<Q>, Path(ticker): Path<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::model::PriceGrid;
 
     #[test]
     fn dollars_are_four_decimals_or_six_when_finer() {
@@ -1759,7 +1704,7 @@ mod tests {
     #[test]
     fn tapered_grid_ranges_cover_zero_to_one_without_gaps() {
         for grid in [PriceGrid::LinearCent, PriceGrid::DeciCent, PriceGrid::TaperedDeciCent] {
-            let ranges = grid_ranges(grid);
+            let ranges = grid.ranges();
             assert_eq!(ranges.first().map(|r| r.0), Some(0));
             assert_eq!(ranges.last().map(|r| r.1), Some(DOLLAR_MICROS));
             for pair in ranges.windows(2) {
@@ -1935,7 +1880,7 @@ mod tests {
             assert_eq!(json.volume_fp, fp(t.volume_centi));
             assert_eq!(json.open_interest_fp, fp(t.open_interest_centi));
             assert_eq!(json.close_time, rfc3339(m.close_ts_ns));
-            assert_eq!(json.price_level_structure, grid_name(m.grid));
+            assert_eq!(json.price_level_structure, m.grid.name());
             // The top of book the market reports is the book's.
             let book = ex.book(ex.market_id(&m.ticker).unwrap_or(0), Some(1));
             assert_eq!(
@@ -2002,9 +1947,9 @@ mod tests {
                     count_fp: fp(count_centi),
                     yes_price_dollars: dollars(yes_price_micros),
                     no_price_dollars: dollars(DOLLAR_MICROS - yes_price_micros),
-                    taker_side: side_str(taker_side),
-                    taker_outcome_side: side_str(taker_side),
-                    taker_book_side: book_side_str(taker_book_side),
+                    taker_side: taker_side.as_str(),
+                    taker_outcome_side: taker_side.as_str(),
+                    taker_book_side: taker_book_side.as_str(),
                     is_block_trade: false,
                     created_time: rfc3339(e.ts_ns),
                 },
