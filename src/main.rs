@@ -31,8 +31,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a gatherer: take every market over WebSocket into the gatherer's own database.
-    Gatherer,
+    /// Run a gatherer: take every market over WebSocket into the gatherer's own database, until
+    /// Ctrl-C or SIGTERM (then stop reading, drain, commit, and print the final counts).
+    Gatherer(GathererArgs),
     /// Run the deduplicator: merge the gatherer databases into production.
     Dedup,
     /// Run the Kalshi exchange simulator on loopback until Ctrl-C.
@@ -51,6 +52,15 @@ enum Command {
     Coverage,
     /// Validate a configuration file and test connectivity and authentication.
     CheckConfig,
+}
+
+/// `kdp gatherer` flags.
+#[derive(Debug, Args)]
+struct GathererArgs {
+    /// The gatherer's TOML configuration file. KDP_KEY_ID, KDP_PRIVATE_KEY_PATH and
+    /// KDP_DATABASE_URL override its key_id, private_key_path and database_url.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
 }
 
 /// `kdp migrate` flags.
@@ -199,7 +209,7 @@ impl Command {
         const OPS: &str = "the demo and operations work (issue 6)";
         match self {
             Command::Sim(_) => ("sim", SIM),
-            Command::Gatherer => ("gatherer", GATHERER),
+            Command::Gatherer(_) => ("gatherer", GATHERER),
             Command::Migrate(_) => ("migrate", GATHERER),
             Command::Dedup => ("dedup", DEDUP),
             Command::Verify => ("verify", DEDUP),
@@ -225,6 +235,7 @@ enum Failure {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Sim(args) => sim(*args).map_err(Failure::Failed),
+        Command::Gatherer(args) => gatherer(&args).map_err(Failure::Failed),
         Command::Migrate(args) => migrate(&args, &mut std::io::stdout()).map_err(Failure::Failed),
         other => {
             let (name, planned) = other.planned();
@@ -275,6 +286,116 @@ fn migrate(args: &MigrateArgs, out: &mut impl Write) -> Result<(), String> {
         writeln!(out, "applied {} {}", report.schema, migration.name).map_err(write)?;
     }
     writeln!(out, "{} schema at version {}", report.schema, report.version).map_err(write)
+}
+
+// ---------------------------------------------------------------------------------------------
+// kdp gatherer
+// ---------------------------------------------------------------------------------------------
+
+/// Largest gatherer config file read: a million market tickers is ~30 MB of TOML.
+const GATHERER_CONFIG_BYTES_MAX: u64 = 64 << 20;
+/// How often `kdp gatherer` checks for a session that gave up (a refused key).
+const GATHERER_HEALTH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `kdp gatherer`: load the config (file + environment), start, run until Ctrl-C or SIGTERM or
+/// a fatal session error, shut down in order, print the final counts.
+fn gatherer(args: &GathererArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = gatherer_config(&args.config, |name| std::env::var(name).ok())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("kdp gatherer: cannot start the signal runtime: {e}"))?;
+    // The handlers are installed (inside the runtime) before the gatherer starts, so a signal
+    // during start-up is kept, not fatal.
+    let stop = runtime
+        .block_on(async { stop_signal() })
+        .map_err(|e| format!("kdp gatherer: cannot listen for Ctrl-C: {e}"))?;
+    let handle =
+        kdp_ingest::gatherer::Gatherer::start(&config).map_err(|e| format!("kdp gatherer: {e}"))?;
+    let fatal = runtime.block_on(async {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(GATHERER_HEALTH_POLL);
+        loop {
+            tokio::select! {
+                stopped = &mut stop => {
+                    break stopped.err().map(|e| format!("kdp gatherer: stop signal failed: {e}"));
+                }
+                _ = tick.tick() => {
+                    if let Some(why) = handle.stats().fatal() {
+                        break Some(format!("kdp gatherer: {why}"));
+                    }
+                    if handle.writer_finished() {
+                        break Some("kdp gatherer: the writer stopped; see the log".to_owned());
+                    }
+                }
+            }
+        }
+    });
+    let stats = handle.shutdown().map_err(|e| format!("kdp gatherer: shutdown: {e}"))?;
+    write_gatherer_stats(&mut std::io::stdout(), &stats)
+        .map_err(|e| format!("kdp gatherer: cannot write the final counts: {e}"))?;
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Reads and parses the config file, then applies the environment overrides from `env`.
+fn gatherer_config(
+    path: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<kdp_ingest::gatherer::GathererConfig, String> {
+    let fail = |e: String| format!("kdp gatherer: config file {}: {e}", path.display());
+    let len = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.len();
+    if len > GATHERER_CONFIG_BYTES_MAX {
+        return Err(fail(format!("{len} bytes, more than {GATHERER_CONFIG_BYTES_MAX}")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let mut config =
+        kdp_ingest::gatherer::GathererConfig::from_toml(&text).map_err(|e| fail(e.to_string()))?;
+    config.apply_env(env);
+    config.check().map_err(|e| fail(e.to_string()))?;
+    Ok(config)
+}
+
+/// The final counts, one line per shard and one for the writer.
+fn write_gatherer_stats(
+    out: &mut impl Write,
+    stats: &kdp_ingest::gatherer::GathererStats,
+) -> std::io::Result<()> {
+    for s in &stats.shards {
+        writeln!(
+            out,
+            "shard {}: {} markets on {} connections, {} records ({} events, {} gaps, {} raw), \
+             {} connects, {} disconnects, {} ring-full stalls ({} us)",
+            s.index,
+            s.markets,
+            s.connections,
+            s.records,
+            s.events,
+            s.gaps,
+            s.unparsed,
+            s.connects,
+            s.disconnects,
+            s.ring_full_stalls,
+            s.ring_full_wait_us
+        )?;
+    }
+    let w = &stats.writer;
+    writeln!(
+        out,
+        "writer: {} rows committed in {} batches (last gseq {}), {} batch failures, {} reconnects",
+        w.rows.total(),
+        w.batches_committed,
+        w.last_committed_gseq,
+        w.batch_failures,
+        w.connects.saturating_sub(1)
+    )?;
+    out.flush()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,10 +660,6 @@ mod tests {
     fn unbuilt_subcommands_say_so_and_fail() {
         for (args, expected) in [
             (
-                ["kdp", "gatherer"],
-                "kdp gatherer: not yet available in this build; it arrives with the gatherer (issue 4).",
-            ),
-            (
                 ["kdp", "dedup"],
                 "kdp dedup: not yet available in this build; it arrives with the deduplicator (issue 5).",
             ),
@@ -562,6 +679,71 @@ mod tests {
             let cli = Cli::try_parse_from(args).expect("parses");
             assert_eq!(run(cli), Err(Failure::Unavailable(expected.to_string())));
         }
+    }
+
+    #[test]
+    fn gatherer_needs_a_config_file() {
+        assert!(Cli::try_parse_from(["kdp", "gatherer"]).is_err());
+        let cli = Cli::try_parse_from(["kdp", "gatherer", "--config", "g.toml"]);
+        let Ok(Cli { command: Command::Gatherer(args) }) = cli else { panic!("{cli:?}") };
+        assert_eq!(args.config, PathBuf::from("g.toml"));
+    }
+
+    #[test]
+    fn gatherer_config_reads_the_file_then_the_environment() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("g.toml");
+        let missing = gatherer_config(&path, |_| None).err();
+        assert!(
+            missing.as_deref().is_some_and(
+                |m| m.starts_with(&format!("kdp gatherer: config file {}: ", path.display()))
+            ),
+            "{missing:?}"
+        );
+        std::fs::write(
+            &path,
+            "ws_url = \"wss://localhost:1/ws\"\nprivate_key_path = \"/k.pem\"\n\
+             database_url = \"postgres://kdp@127.0.0.1/g\"\nmarkets = [\"M\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            gatherer_config(&path, |_| None).err(),
+            Some(format!(
+                "kdp gatherer: config file {}: gatherer config field `key_id`: missing; set it \
+                 or KDP_KEY_ID",
+                path.display()
+            ))
+        );
+        let env = |name: &str| (name == "KDP_KEY_ID").then(|| "from-env".to_owned());
+        let config = gatherer_config(&path, env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.key_id.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn gatherer_final_counts() {
+        let mut stats = kdp_ingest::gatherer::GathererStats::default();
+        stats.shards.push(kdp_ingest::gatherer::ShardStats {
+            index: 0,
+            markets: 3,
+            connections: 1,
+            records: 10,
+            events: 9,
+            gaps: 1,
+            connects: 1,
+            ..Default::default()
+        });
+        stats.writer.rows.delta = 10;
+        stats.writer.batches_committed = 2;
+        stats.writer.last_committed_gseq = 10;
+        stats.writer.connects = 1;
+        let mut out = Vec::new();
+        write_gatherer_stats(&mut out, &stats).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "shard 0: 3 markets on 1 connections, 10 records (9 events, 1 gaps, 0 raw), 1 \
+             connects, 0 disconnects, 0 ring-full stalls (0 us)\nwriter: 10 rows committed in 2 \
+             batches (last gseq 10), 0 batch failures, 0 reconnects\n"
+        );
     }
 
     #[test]
@@ -598,7 +780,6 @@ mod tests {
     #[test]
     fn every_subcommand_parses() {
         for name in [
-            "gatherer",
             "dedup",
             "sim",
             "demo",
@@ -612,6 +793,8 @@ mod tests {
             let cli = Cli::try_parse_from(["kdp", name]);
             assert_eq!(cli.map(|c| c.command.planned().0).ok(), Some(name));
         }
+        let gatherer = Cli::try_parse_from(["kdp", "gatherer", "--config", "g.toml"]);
+        assert_eq!(gatherer.map(|c| c.command.planned().0).ok(), Some("gatherer"));
         assert!(Cli::try_parse_from(["kdp", "nonsense"]).is_err());
     }
 
