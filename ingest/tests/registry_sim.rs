@@ -12,12 +12,12 @@ use kdp_engine::event::{LifecycleKind, MarketLifecycle};
 use kdp_ingest::registry::{
     LIFECYCLE_TRUST_NS, Listing, Registry, RegistryChange, RegistryConfig, RegistryUpdate,
 };
-use kdp_ingest::rest::{Clock, ListStatus, MarketSummary, RestClient, RestConfig};
-use kdp_sim::market::MarketConfig;
+use kdp_ingest::rest::{ListStatus, MarketSummary};
 use kdp_sim::market::model::MarketStatus;
-use kdp_sim::transport::hub::Clock as HubClock;
 use kdp_sim::transport::rest::{ExchangeStatusFlags, ManualClock, RestConfig as SimRestConfig};
-use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
+
+mod rest_sim_support;
+use rest_sim_support::Sim;
 
 const S_NS: i64 = 1_000_000_000;
 /// Exchange events per `advance` step while waiting for a market to leave `open`.
@@ -25,81 +25,18 @@ const ADVANCE_EVENTS: u64 = 50_000;
 /// Bound on those steps: 400 × 10 s of virtual time covers the longest default lifetime.
 const ADVANCE_STEPS_MAX: usize = 400;
 
-/// The client's clock: the test's manual clock; sleeping advances it.
-struct TestClock(ManualClock);
-
-impl Clock for TestClock {
-    fn now_ns(&self) -> i64 {
-        self.0.now_ns()
-    }
-    fn unix_ns(&self) -> i64 {
-        self.0.now_ns()
-    }
-    fn sleep_ns(&self, ns: i64) {
-        self.0.advance_ns(ns);
-    }
-}
-
-struct Sim {
-    rt: tokio::runtime::Runtime,
-    sim: Option<SimHandle>,
-    _dir: tempfile::TempDir,
-}
-
-impl Sim {
-    fn start(seed: u64, markets: usize) -> Sim {
-        println!("simulator market seed {seed}, {markets} markets");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = SimConfig::new(
-            MarketConfig { seed, markets, ..MarketConfig::default() },
-            dir.path().join("sim.pem"),
-        );
-        cfg.clock = HubClock::Manual;
-        cfg.ws_addr = None;
-        cfg.wss_addr = None;
-        cfg.control_addr = None;
-        cfg.rest = SimRestConfig { rate_limit: None };
-        let sim = rt.block_on(Simulator::start(cfg)).unwrap();
-        Sim { rt, sim: Some(sim), _dir: dir }
-    }
-
-    fn handle(&self) -> &SimHandle {
-        self.sim.as_ref().unwrap()
-    }
-
-    fn client(&self, clock: &ManualClock) -> RestClient {
-        let cfg = RestConfig::new(self.handle().rest_url().unwrap());
-        RestClient::new(cfg, Arc::new(TestClock(clock.clone()))).unwrap()
-    }
-
-    /// Tickers the engine lists as `open` or `unopened`, with how many markets it holds.
-    fn engine_wanted(&self) -> BTreeSet<Arc<str>> {
-        let hub = self.handle().hub().clone();
-        self.rt
-            .block_on(hub.query(|ex| {
-                ex.markets()
-                    .iter()
-                    .filter(|m| {
-                        matches!(m.status, MarketStatus::Active | MarketStatus::Initialized)
-                    })
-                    .map(|m| Arc::from(m.ticker.as_str()))
-                    .collect::<BTreeSet<Arc<str>>>()
-            }))
-            .unwrap()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(sim) = self.sim.take() {
-            self.rt.block_on(sim.shutdown());
-        }
-    }
+/// Tickers the engine lists as `open` or `unopened`, with how many markets it holds.
+fn engine_wanted(sim: &Sim) -> BTreeSet<Arc<str>> {
+    let hub = sim.handle().hub().clone();
+    sim.rt
+        .block_on(hub.query(|ex| {
+            ex.markets()
+                .iter()
+                .filter(|m| matches!(m.status, MarketStatus::Active | MarketStatus::Initialized))
+                .map(|m| Arc::from(m.ticker.as_str()))
+                .collect::<BTreeSet<Arc<str>>>()
+        }))
+        .unwrap()
 }
 
 fn changes(updates: Vec<RegistryUpdate>) -> Vec<RegistryChange> {
@@ -114,10 +51,10 @@ fn changes(updates: Vec<RegistryUpdate>) -> Vec<RegistryChange> {
 
 #[test]
 fn discovery_pages_through_ten_thousand_markets_exactly() {
-    let sim = Sim::start(7, 10_000);
+    let sim = Sim::start(7, 10_000, SimRestConfig { rate_limit: None }, 0);
     let clock = ManualClock::new();
     let mut client = sim.client(&clock);
-    let expected = sim.engine_wanted();
+    let expected = engine_wanted(&sim);
     let total = sim.rt.block_on(sim.handle().hub().query(|ex| ex.markets().len())).unwrap();
     assert!(
         total >= 10_000 && expected.len() > 5_000,
@@ -158,7 +95,7 @@ fn discovery_pages_through_ten_thousand_markets_exactly() {
 
 #[test]
 fn reconciliation_repairs_a_missed_lifecycle_change() {
-    let sim = Sim::start(21, 2_000);
+    let sim = Sim::start(21, 2_000, SimRestConfig { rate_limit: None }, 0);
     let clock = ManualClock::new();
     let mut client = sim.client(&clock);
     let mut registry = Registry::new(RegistryConfig::default());
@@ -200,7 +137,7 @@ fn reconciliation_repairs_a_missed_lifecycle_change() {
     // Not due yet; forced, the reconciliation repairs exactly the difference.
     clock.advance_ns(S_NS);
     registry.reconcile_now();
-    let after = sim.engine_wanted();
+    let after = engine_wanted(&sim);
     let repaired = changes(registry.poll(&mut client, clock.now_ns()).unwrap());
     assert_eq!(repaired.len(), 1);
     let change = &repaired[0];
@@ -212,7 +149,7 @@ fn reconciliation_repairs_a_missed_lifecycle_change() {
 
 #[test]
 fn exchange_pause_stops_reconciliation_until_resumed() {
-    let sim = Sim::start(3, 500);
+    let sim = Sim::start(3, 500, SimRestConfig { rate_limit: None }, 0);
     let clock = ManualClock::new();
     let mut client = sim.client(&clock);
     let mut registry = Registry::new(RegistryConfig::default());
