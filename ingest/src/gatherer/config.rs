@@ -84,7 +84,17 @@ pub struct GathererConfig {
     /// Commands per second per connection (Kalshi's limit).
     #[serde(default = "default_commands_per_s")]
     pub commands_per_s: u32,
+    /// Address of the telemetry HTTP server (`/metrics`, `/health`): absent →
+    /// [`METRICS_ADDR_DEFAULT`]; port 0 picks a free port; [`METRICS_OFF`] runs no server.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
+
+/// Telemetry listen address when the file names none: loopback only, Prometheus's
+/// conventional exporter port range.
+pub const METRICS_ADDR_DEFAULT: &str = kdp_engine::telemetry::http::DEFAULT_ADDR;
+/// The `metrics_addr` value that disables the telemetry HTTP server.
+pub const METRICS_OFF: &str = "off";
 
 fn default_channels() -> Vec<String> {
     ["orderbook_delta", "trade", "ticker"].map(String::from).to_vec()
@@ -189,6 +199,8 @@ pub struct Checked {
     pub connections_per_key: usize,
     /// See [`GathererConfig::commands_per_s`].
     pub commands_per_s: u32,
+    /// Telemetry listen address; `None` when turned off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl GathererConfig {
@@ -288,6 +300,18 @@ impl GathererConfig {
         if self.commands_per_s == 0 {
             return Err(field("commands_per_s", "must be at least 1"));
         }
+        let metrics_addr = match self.metrics_addr.as_deref() {
+            Some(METRICS_OFF) => None,
+            addr => {
+                let addr = addr.unwrap_or(METRICS_ADDR_DEFAULT);
+                Some(addr.parse().map_err(|_| {
+                    field(
+                        "metrics_addr",
+                        format!("{addr:?} is not IP:PORT (e.g. \"{METRICS_ADDR_DEFAULT}\"; port 0 picks a free port) or \"{METRICS_OFF}\""),
+                    )
+                })?)
+            }
+        };
         Ok(Checked {
             ws,
             key_id,
@@ -301,6 +325,7 @@ impl GathererConfig {
             markets_per_subscription: self.markets_per_subscription,
             connections_per_key: self.connections_per_key,
             commands_per_s: self.commands_per_s,
+            metrics_addr,
         })
     }
 }
@@ -407,5 +432,21 @@ mod tests {
         assert!(parse_ws_url("https://h/").is_err());
         assert!(parse_ws_url("wss://h:x/").is_err());
         assert!(parse_ws_url("wss://:1/").is_err());
+    }
+
+    #[test]
+    fn metrics_addr_defaults_to_loopback_9464_and_can_be_off_or_port_0() {
+        let check = |extra: &str| {
+            GathererConfig::from_toml(&format!("{MINIMAL}{extra}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .check()
+                .map(|c| c.metrics_addr.map(|a| a.to_string()))
+        };
+        assert_eq!(check(""), Ok(Some("127.0.0.1:9464".to_owned())));
+        assert_eq!(check("metrics_addr = \"off\""), Ok(None));
+        assert_eq!(check("metrics_addr = \"127.0.0.1:0\""), Ok(Some("127.0.0.1:0".to_owned())));
+        let Err(err) = check("metrics_addr = \"localhost\"") else { panic!("accepted") };
+        let err = err.to_string();
+        assert!(err.contains("metrics_addr") && err.contains("IP:PORT"), "{err}");
     }
 }

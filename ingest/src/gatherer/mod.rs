@@ -9,10 +9,16 @@
 //! Connections are numbered 1, 2, ... in shard order, then in market order within a shard
 //! (`conn_id` in every stored row); each connection carries at most `markets_per_connection`
 //! markets, and its session splits them into `subscribe` batches of `markets_per_subscription`.
+//!
+//! Telemetry ([`telemetry`]): each shard and the writer own a recorder; the HTTP server
+//! (`/metrics`, `/health` on `metrics_addr`) starts with the gatherer and stops at shutdown,
+//! after the final publications.
 
 pub mod config;
 pub mod shard;
+pub mod telemetry;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -20,17 +26,23 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use futures_rustls::rustls;
+use kdp_engine::telemetry::Telemetry;
+use kdp_engine::telemetry::http::HttpServer;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
-pub use config::{Checked, ConfigError, GathererConfig, ShardLayout, WsUrl};
+pub use config::{
+    Checked, ConfigError, GathererConfig, METRICS_ADDR_DEFAULT, METRICS_OFF, ShardLayout, WsUrl,
+};
 pub use shard::{ShardStats, shard_of};
 
 use crate::auth::{AuthError, Signer};
 use crate::session::conn::{Endpoint, SessionConfig};
 use crate::session::policy::Limits;
+use crate::store::writer::WriterWatch;
 use crate::store::{RING_CAPACITY, Record, Writer, WriterError, WriterOptions, WriterStats};
 use shard::{ShardCounters, ShardPlan};
+use telemetry::{Health, ShardTelemetry};
 
 /// Largest CA file accepted: a bundle of a few hundred certificates; anything larger is not one.
 pub const CA_FILE_BYTES_MAX: u64 = 4 << 20;
@@ -111,6 +123,7 @@ pub struct GathererHandle {
     abandon: Arc<AtomicBool>,
     shards: Vec<ShardThread>,
     writer: Writer,
+    http: Option<HttpServer>,
 }
 
 impl std::fmt::Debug for GathererHandle {
@@ -134,14 +147,18 @@ impl Gatherer {
             .map_err(|e| ConfigError::Field { field: "database_url", problem: format!("{e}") })?;
         let rings: Vec<Arc<ArrayQueue<Record>>> =
             plans.iter().map(|_| Arc::new(ArrayQueue::new(RING_CAPACITY))).collect();
-        let writer = Writer::start(
+        let (schema, shard_ids, writer_ids) = telemetry::schema();
+        let mut hub = Telemetry::new(schema);
+        let now_ns = telemetry::wall_ns();
+        let writer = Writer::start_with_telemetry(
             pg,
             rings.clone(),
             WriterOptions { migrate: true, ..WriterOptions::default() },
+            Some(writer_ids.telemetry(hub.recorder("writer", now_ns))),
         )?;
         let stop = Arc::new(AtomicBool::new(false));
         let abandon = Arc::new(AtomicBool::new(false));
-        let mut handle = GathererHandle { stop, abandon, shards: Vec::new(), writer };
+        let mut handle = GathererHandle { stop, abandon, shards: Vec::new(), writer, http: None };
         for (plan, ring) in plans.into_iter().zip(rings) {
             let counters = Arc::new(ShardCounters::default());
             let index = plan.index;
@@ -152,6 +169,7 @@ impl Gatherer {
                 Arc::clone(&signer),
                 ring,
                 Arc::clone(&counters),
+                ShardTelemetry::new(hub.recorder(&index.to_string(), now_ns), shard_ids),
                 Arc::clone(&handle.stop),
                 Arc::clone(&handle.abandon),
             );
@@ -175,16 +193,40 @@ impl Gatherer {
                 }
             }
         }
+        if let Some(addr) = checked.metrics_addr {
+            let shards: Vec<(Arc<ShardCounters>, usize)> =
+                handle.shards.iter().map(|s| (Arc::clone(&s.counters), s.connections)).collect();
+            let watch = handle.writer.watch();
+            let health = move || health(&shards, &watch);
+            // Telemetry never stops ingestion: a taken port is reported, the gatherer runs on.
+            match HttpServer::start(&addr.to_string(), hub.exporter(), health, None) {
+                Ok(server) => handle.http = Some(server),
+                Err(e) => tracing::error!("{e}; the gatherer runs without /metrics and /health"),
+            }
+        }
         tracing::info!(
             shards = handle.shards.len(),
             markets = checked.markets.len(),
+            metrics = ?handle.metrics_addr(),
             "gatherer started"
         );
         Ok(handle)
     }
 }
 
+fn health(shards: &[(Arc<ShardCounters>, usize)], writer: &WriterWatch) -> Health {
+    let now_ns = telemetry::wall_ns();
+    let per_shard: Vec<_> =
+        shards.iter().map(|(c, sessions)| c.health(*sessions, now_ns)).collect();
+    Health::new(&per_shard, &writer.stats(), writer.running(), now_ns)
+}
+
 impl GathererHandle {
+    /// Where `/metrics` and `/health` are served (`None`: turned off, or the address was taken).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
     /// Current stats.
     pub fn stats(&self) -> GathererStats {
         GathererStats {
@@ -222,7 +264,11 @@ impl GathererHandle {
             }
             shards.push(s.counters.snapshot(s.index, s.markets, s.connections));
         }
-        let writer = self.writer.shutdown()?;
+        let writer = self.writer.shutdown();
+        if let Some(http) = self.http {
+            http.shutdown();
+        }
+        let writer = writer?;
         if let Some(index) = panicked {
             return Err(GathererError::ShardPanicked(index));
         }

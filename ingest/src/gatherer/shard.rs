@@ -13,7 +13,8 @@
 //!
 //! Everything a shard owns lives on its executor thread: the sessions, their sequence state, the
 //! per-shard ticker interner (`Arc<str>` per market, so a pushed record costs a refcount
-//! increment). The only cross-thread hand-off is the ring and a few relaxed counters.
+//! increment), its telemetry recorder. The only cross-thread hand-off is the ring, the
+//! recorder's publication channel (on the shard's timer) and a few relaxed counters.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -29,6 +30,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::auth::Signer;
 use crate::session::conn::{self, Flow, GapMarker, Received, SessionConfig, SessionSink, Status};
 use crate::store::{self, Origin, RawFrame, RawReason, Record};
+
+use super::telemetry::{self, GapWindow, ShardHealth, ShardTelemetry};
 
 /// io_uring memory of one shard executor: glommio's default (10 MiB) exceeds this machine's
 /// 8 MiB memlock limit; 1 MiB is what the session tests run with and leaves room for several
@@ -70,6 +73,10 @@ pub struct ShardCounters {
     disconnects: AtomicU64,
     ring_full_stalls: AtomicU64,
     ring_full_wait_us: AtomicU64,
+    last_frame_ns: AtomicU64,
+    sessions_up: AtomicU64,
+    markets_up: AtomicU64,
+    gap_window: GapWindow,
     fatal: std::sync::Mutex<Option<String>>,
 }
 
@@ -125,6 +132,18 @@ impl ShardCounters {
         }
     }
 
+    /// The shard's part of `/health` at wall-clock `now_ns`.
+    pub(crate) fn health(&self, sessions: usize, now_ns: u64) -> ShardHealth {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ShardHealth {
+            sessions: u64::try_from(sessions).unwrap_or(u64::MAX),
+            sessions_up: load(&self.sessions_up),
+            markets_subscribed: load(&self.markets_up),
+            last_frame_ns: load(&self.last_frame_ns),
+            gaps_last_minute: self.gap_window.last_window(now_ns / 1_000_000_000),
+        }
+    }
+
     fn set_fatal(&self, why: String) {
         let mut fatal = self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         fatal.get_or_insert(why);
@@ -154,6 +173,14 @@ struct RingSink {
     counters: Arc<ShardCounters>,
     /// Set when the writer is gone for good: a full ring can then never drain.
     abandon: Arc<AtomicBool>,
+    /// The shard's recorder, shared by its sessions (same thread).
+    telemetry: Rc<RefCell<ShardTelemetry>>,
+    /// Markets of this connection.
+    markets: u64,
+    /// Connected now.
+    up: bool,
+    /// Connected at least once (a later connection is a reconnect).
+    connected_once: bool,
 }
 
 impl RingSink {
@@ -214,6 +241,7 @@ impl SessionSink for RingSink {
             Record::from_event(received.event, origin, |t| tickers.get(t))
         };
         ShardCounters::add(&self.counters.events, 1);
+        self.telemetry.borrow_mut().event(received.event, received.ts_recv_ns);
         self.push(record)
     }
 
@@ -252,6 +280,8 @@ impl SessionSink for RingSink {
             },
         };
         ShardCounters::add(&self.counters.gaps, 1);
+        self.counters.gap_window.note(telemetry::wall_ns() / 1_000_000_000);
+        self.telemetry.borrow_mut().gap();
         self.push(Record::Gap(Box::new(gap)))
     }
 
@@ -274,10 +304,24 @@ impl SessionSink for RingSink {
         match status {
             Status::Connected { attempt } => {
                 ShardCounters::add(&self.counters.connects, 1);
+                if self.connected_once {
+                    self.telemetry.borrow_mut().reconnect();
+                }
+                if !self.up {
+                    ShardCounters::add(&self.counters.sessions_up, 1);
+                    ShardCounters::add(&self.counters.markets_up, self.markets);
+                }
+                self.up = true;
+                self.connected_once = true;
                 tracing::info!(conn_id = self.conn_id, attempt, "session connected");
             }
             Status::Disconnected { reason, retry_in } => {
                 ShardCounters::add(&self.counters.disconnects, 1);
+                if self.up {
+                    self.counters.sessions_up.fetch_sub(1, Ordering::Relaxed);
+                    self.counters.markets_up.fetch_sub(self.markets, Ordering::Relaxed);
+                }
+                self.up = false;
                 tracing::warn!(conn_id = self.conn_id, ?retry_in, "session lost: {reason}");
             }
             Status::ServerError { code, message, sid, action } => {
@@ -291,6 +335,15 @@ impl SessionSink for RingSink {
             }
         }
         Flow::Continue
+    }
+
+    fn frame_received(&mut self, ts_recv_ns: u64) {
+        self.counters.last_frame_ns.store(ts_recv_ns, Ordering::Relaxed);
+        self.telemetry.borrow_mut().frame();
+    }
+
+    fn resyncs_queued(&mut self, n: u64) {
+        self.telemetry.borrow_mut().resyncs(n);
     }
 }
 
@@ -312,6 +365,7 @@ pub(crate) fn spawn(
     signer: Arc<Signer>,
     ring: Arc<ArrayQueue<Record>>,
     counters: Arc<ShardCounters>,
+    telemetry: ShardTelemetry,
     stop: Arc<AtomicBool>,
     abandon: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -329,7 +383,7 @@ pub(crate) fn spawn(
                 return;
             }
         };
-        executor.run(run_shard(plan, signer, ring, counters, stop, abandon));
+        executor.run(run_shard(plan, signer, ring, counters, telemetry, stop, abandon));
     })
 }
 
@@ -338,18 +392,25 @@ async fn run_shard(
     signer: Arc<Signer>,
     ring: Arc<ArrayQueue<Record>>,
     counters: Arc<ShardCounters>,
+    telemetry: ShardTelemetry,
     stop: Arc<AtomicBool>,
     abandon: Arc<AtomicBool>,
 ) {
     let tickers = Rc::new(RefCell::new(Interner::default()));
+    let telemetry = Rc::new(RefCell::new(telemetry));
     let mut tasks = Vec::with_capacity(plan.sessions.len());
     for (conn_id, config) in plan.sessions {
+        let markets = u64::try_from(config.markets.len()).unwrap_or(u64::MAX);
         let mut sink = RingSink {
             ring: Arc::clone(&ring),
             conn_id,
             tickers: Rc::clone(&tickers),
             counters: Arc::clone(&counters),
             abandon: Arc::clone(&abandon),
+            telemetry: Rc::clone(&telemetry),
+            markets,
+            up: false,
+            connected_once: false,
         };
         let signer = Arc::clone(&signer);
         let counters = Arc::clone(&counters);
@@ -362,10 +423,12 @@ async fn run_shard(
     }
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(STOP_POLL).await;
+        telemetry.borrow_mut().tick(ring.len(), telemetry::wall_ns(), false);
     }
     for task in tasks {
         task.cancel().await;
     }
+    telemetry.borrow_mut().tick(ring.len(), telemetry::wall_ns(), true);
 }
 
 #[cfg(test)]
@@ -419,7 +482,17 @@ mod tests {
             tickers: Rc::default(),
             counters: Arc::clone(counters),
             abandon: Arc::new(AtomicBool::new(false)),
+            telemetry: Rc::new(RefCell::new(test_telemetry())),
+            markets: 1,
+            up: false,
+            connected_once: false,
         }
+    }
+
+    fn test_telemetry() -> ShardTelemetry {
+        let (schema, ids, _) = telemetry::schema();
+        let recorder = kdp_engine::telemetry::Telemetry::new(schema).recorder("0", 0);
+        ShardTelemetry::new(recorder, ids)
     }
 
     #[test]

@@ -198,6 +198,10 @@ pub trait SessionSink {
     fn unparsed(&mut self, frame: &[u8], ts_recv_ns: u64, why: &str) -> Flow;
     /// A life event of the session.
     fn status(&mut self, status: &Status) -> Flow;
+    /// A data frame (text or binary) arrived, before it is parsed; for metrics.
+    fn frame_received(&mut self, _ts_recv_ns: u64) {}
+    /// `n` resyncs (`get_snapshot` commands) were queued; for metrics.
+    fn resyncs_queued(&mut self, _n: u64) {}
 }
 
 /// Why [`run`] gave up.
@@ -526,7 +530,11 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
                 let _ = self.ws.close(None).await;
                 return Ended::Stop;
             }
+            let queued = self.shared.counts.resyncs;
             self.due_resyncs();
+            if self.shared.counts.resyncs > queued {
+                sink.resyncs_queued(self.shared.counts.resyncs - queued);
+            }
         }
     }
 
@@ -622,6 +630,7 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
 
     fn frame(&mut self, bytes: &[u8], sink: &mut impl SessionSink) -> Flow {
         let ts_recv_ns = wall_ns();
+        sink.frame_received(ts_recv_ns);
         let frame = match self.parser.parse(bytes) {
             Ok(frame) => frame,
             Err(e) => {

@@ -13,16 +13,21 @@
 //! exponential backoff; on every (re)connect the writer reads the last committed gseq, so a
 //! batch whose COMMIT succeeded but whose acknowledgement was lost is not written twice. While
 //! the buffer is full the writer stops draining: producers see full rings. Nothing is dropped.
+//!
+//! Telemetry (optional, [`WriterTelemetry`]): the writer owns its own [`Recorder`]; at
+//! acknowledge it counts committed rows and records each row's frame-received → committed
+//! latency, per batch its size, and publishes on the recorder's timer from its loop.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_queue::ArrayQueue;
 use kdp_engine::event::{BookSide, Side};
 use kdp_engine::pg::migrate::{self, MigrateError};
+use kdp_engine::telemetry::{CounterId, HistogramId, Recorder};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
@@ -101,6 +106,8 @@ pub struct WriterStats {
     pub last_committed_gseq: i64,
     /// Rows numbered and held in memory, not yet committed.
     pub buffered_rows: usize,
+    /// Wall-clock time of the last committed batch, ns since the epoch (0: none yet).
+    pub last_commit_ns: u64,
     /// The last database error, for operators.
     pub last_error: Option<String>,
 }
@@ -122,12 +129,51 @@ pub enum WriterError {
     Panicked,
 }
 
+/// The writer's metrics: its own recorder and the series it records into.
+#[derive(Debug)]
+pub struct WriterTelemetry {
+    /// The writer thread's recorder.
+    pub recorder: Recorder,
+    /// Rows committed (counter).
+    pub rows_committed: CounterId,
+    /// Rows per committed batch.
+    pub batch_rows: HistogramId,
+    /// Each committed row's frame received → committed, µs.
+    pub recv_to_commit_us: HistogramId,
+}
+
 /// A running writer thread. Stop it with [`Writer::shutdown`] once the producers have stopped.
 #[derive(Debug)]
 pub struct Writer {
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<WriterStats>>,
+    alive: Weak<()>,
     thread: JoinHandle<Result<WriterStats, WriterError>>,
+}
+
+/// A read-only view of a running writer for another thread (the `/health` endpoint).
+#[derive(Debug, Clone)]
+pub struct WriterWatch {
+    stats: Arc<Mutex<WriterStats>>,
+    alive: Weak<()>,
+}
+
+impl WriterWatch {
+    /// The latest stats.
+    pub fn stats(&self) -> WriterStats {
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether the writer thread still runs (its state is dropped when it returns or panics).
+    pub fn running(&self) -> bool {
+        self.alive.strong_count() > 0
+    }
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Writer {
@@ -137,6 +183,16 @@ impl Writer {
         rings: Vec<Arc<ArrayQueue<Record>>>,
         options: WriterOptions,
     ) -> Result<Writer, WriterError> {
+        Self::start_with_telemetry(config, rings, options, None)
+    }
+
+    /// [`Writer::start`], recording into `telemetry` when given.
+    pub fn start_with_telemetry(
+        config: postgres::Config,
+        rings: Vec<Arc<ArrayQueue<Record>>>,
+        options: WriterOptions,
+        telemetry: Option<WriterTelemetry>,
+    ) -> Result<Writer, WriterError> {
         options.limits.check().map_err(WriterError::Limits)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(WriterStats::default()));
@@ -144,7 +200,11 @@ impl Writer {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.limits.connect_timeout());
         }
+        let alive = Arc::new(());
+        let watched = Arc::downgrade(&alive);
         let run = Run {
+            _alive: alive,
+            telemetry,
             config,
             rings,
             options,
@@ -163,7 +223,12 @@ impl Writer {
             .name("kdp-writer".into())
             .spawn(move || run.run())
             .map_err(WriterError::Spawn)?;
-        Ok(Writer { stop, stats, thread })
+        Ok(Writer { stop, stats, alive: watched, thread })
+    }
+
+    /// A read-only view for other threads (it keeps nothing of the writer alive).
+    pub fn watch(&self) -> WriterWatch {
+        WriterWatch { stats: Arc::clone(&self.stats), alive: Weak::clone(&self.alive) }
     }
 
     /// The latest telemetry snapshot.
@@ -188,6 +253,9 @@ impl Writer {
 
 /// The writer thread's state.
 struct Run {
+    /// Dropped with the state when the thread ends: [`WriterWatch::running`].
+    _alive: Arc<()>,
+    telemetry: Option<WriterTelemetry>,
     config: postgres::Config,
     rings: Vec<Arc<ArrayQueue<Record>>>,
     options: WriterOptions,
@@ -218,6 +286,9 @@ impl Run {
             let flushed = self.client.is_some() && self.due(stopping) && self.flush();
             self.publish();
             if stopping && self.pending.is_empty() && self.rings.iter().all(|r| r.is_empty()) {
+                if let Some(t) = self.telemetry.as_mut() {
+                    t.recorder.publish(wall_ns());
+                }
                 return Ok(self.stats);
             }
             if drained == 0 && !flushed {
@@ -327,6 +398,10 @@ impl Run {
         match write_batch(client, batch) {
             Ok(()) => {
                 let last = batch[rows - 1].0;
+                self.stats.last_commit_ns = wall_ns();
+                if let Some(t) = self.telemetry.as_mut() {
+                    t.recorder.record(t.batch_rows, u64::try_from(rows).unwrap_or(u64::MAX));
+                }
                 self.acknowledge_through(last);
                 self.stats.batches_committed += 1;
                 self.stats.batch_rows_largest =
@@ -344,9 +419,15 @@ impl Run {
 
     /// Removes buffered rows with gseq ≤ `committed`: they are durable.
     fn acknowledge_through(&mut self, committed: i64) {
+        let now_ns = wall_ns();
         while self.pending.front().is_some_and(|(gseq, _)| *gseq <= committed) {
             if let Some((_, record)) = self.pending.pop_front() {
                 self.stats.rows.count(&record);
+                if let Some(t) = self.telemetry.as_mut() {
+                    let recv_ns = u64::try_from(record.ts_recv_ns()).unwrap_or(0);
+                    t.recorder.incr(t.rows_committed);
+                    t.recorder.record(t.recv_to_commit_us, now_ns.saturating_sub(recv_ns) / 1_000);
+                }
             }
         }
         self.stats.last_committed_gseq = self.stats.last_committed_gseq.max(committed);
@@ -367,6 +448,9 @@ impl Run {
     }
 
     fn publish(&mut self) {
+        if let Some(t) = self.telemetry.as_mut() {
+            t.recorder.publish_if_due(wall_ns());
+        }
         self.stats.buffered_rows = self.pending.len();
         let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
         if *published != self.stats {

@@ -1,0 +1,209 @@
+//! The gatherer's `/metrics` and `/health` against the simulator: a small gatherer (2 shards,
+//! 12 markets over several wss connections) into a real PostgreSQL database, scraped over plain
+//! HTTP while it runs. Once the stream is quiet (the simulator's clock is manual, so nothing
+//! arrives unless the test advances it), every counter must equal what the database holds, and
+//! both latency summaries must count exactly the rows they cover.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kdp_engine::pg::testing::TestDatabase;
+use kdp_ingest::gatherer::telemetry::EVENT_TYPES;
+use kdp_ingest::gatherer::{Gatherer, GathererConfig};
+use kdp_sim::market::MarketConfig;
+use kdp_sim::market::model::MarketStatus;
+use kdp_sim::transport::auth::generate_demo_key;
+use kdp_sim::transport::hub::Clock;
+use kdp_sim::transport::{SimConfig, Simulator};
+
+/// Longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(30);
+/// Poll interval of the waits.
+const POLL: Duration = Duration::from_millis(20);
+const KEY_ID: &str = "gatherer-telemetry-ed25519";
+const MARKETS: usize = 12;
+const SEED: u64 = 0x7465_6c65_6d65_7472;
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `GET path` over a fresh connection: (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The value of one sample line (`name{labels}` exactly as rendered).
+fn sample(metrics: &str, series: &str) -> u64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"));
+    line[series.len() + 1..].parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+/// Rows per table, in the order of [`TABLES`].
+const TABLES: [&str; 8] = [
+    "delta",
+    "trade",
+    "ticker",
+    "snapshot",
+    "market_lifecycle",
+    "event_lifecycle",
+    "gap",
+    "raw_frame",
+];
+
+fn table_rows(client: &mut postgres::Client) -> [u64; 8] {
+    TABLES.map(|t| {
+        let n: i64 = client.query_one(&format!("SELECT count(*) FROM {t}"), &[]).unwrap().get(0);
+        u64::try_from(n).unwrap()
+    })
+}
+
+#[test]
+fn metrics_and_health_match_the_database_while_running() {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let demo = generate_demo_key().unwrap();
+    let key_path: PathBuf = dir.path().join("gatherer-key.pem");
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .unwrap();
+    key.write_all(demo.private_pkcs8_pem.as_bytes()).unwrap();
+    let market = MarketConfig { seed: SEED, markets: 40, ..MarketConfig::default() };
+    let mut cfg = SimConfig::new(market, dir.path().join("sim-cert.pem"));
+    cfg.clock = Clock::Manual;
+    cfg.rest_addr = None;
+    cfg.keys.insert_pem(KEY_ID, &demo.public_spki_pem).unwrap();
+    let sim = rt.block_on(Simulator::start(cfg)).unwrap();
+    let markets: Vec<String> = rt
+        .block_on(sim.hub().query(|ex| {
+            ex.markets()
+                .iter()
+                .filter(|m| m.status == MarketStatus::Active)
+                .map(|m| m.ticker.clone())
+                .take(MARKETS)
+                .collect()
+        }))
+        .unwrap();
+    assert_eq!(markets.len(), MARKETS);
+
+    let db = TestDatabase::new().unwrap();
+    let text = format!(
+        r#"
+        ws_url = "wss://localhost:{port}/trade-api/ws/v2"
+        key_id = "{KEY_ID}"
+        private_key_path = {key:?}
+        ca_cert_path = {ca:?}
+        database_url = {url:?}
+        shard_count = 2
+        markets_per_connection = 4
+        markets_per_subscription = 2
+        metrics_addr = "127.0.0.1:0"
+        "#,
+        port = sim.wss_addr().unwrap().port(),
+        key = key_path.display().to_string(),
+        ca = sim.cert_pem_path().display().to_string(),
+        url = db.url(),
+    );
+    let mut config = GathererConfig::from_toml(&text).unwrap();
+    config.markets = markets;
+    let gatherer = Gatherer::start(&config).unwrap();
+    let addr = gatherer.metrics_addr().unwrap();
+    assert_ne!(addr.port(), 0);
+    let connections: usize = gatherer.stats().shards.iter().map(|s| s.connections).sum();
+    assert!(connections >= 3, "12 markets, 2 shards, at most 4 per connection");
+
+    wait_for("every connection up and every initial snapshot committed", || {
+        let stats = gatherer.stats();
+        stats.writer.rows.snapshot == MARKETS as u64
+            && stats.shards.iter().map(|s| s.connects).sum::<u64>() == connections as u64
+    });
+    for _ in 0..5 {
+        rt.block_on(sim.hub().advance(500)).unwrap();
+    }
+    // Quiet: the shards handed over everything they read and the writer committed it.
+    let mut client = db.connect().unwrap();
+    let mut last = (0, Instant::now());
+    wait_for("the stream to go quiet", || {
+        let stats = gatherer.stats();
+        let committed = stats.writer.rows.total();
+        if committed != last.0 || committed != stats.records() {
+            last = (committed, Instant::now());
+        }
+        last.1.elapsed() >= Duration::from_millis(500)
+    });
+    let rows = table_rows(&mut client);
+    let total: u64 = rows.iter().sum();
+    assert!(rows[0] > 100, "enough deltas to mean something: {rows:?}");
+    let mut metrics = String::new();
+    wait_for("every recorder to publish what the database holds", || {
+        let (status, body) = get(addr, "/metrics");
+        assert_eq!(status, 200);
+        metrics = body;
+        sample(&metrics, "kdp_rows_committed_total") == total
+            && sample(&metrics, "kdp_events_total{type=\"delta\"}") == rows[0]
+    });
+    println!("{metrics}");
+    let events = |t: &str| sample(&metrics, &format!("kdp_events_total{{type=\"{t}\"}}"));
+    assert_eq!(
+        [events("delta"), events("trade"), events("ticker"), events("snapshot")],
+        [rows[0], rows[1], rows[2], rows[3]]
+    );
+    assert_eq!(events("lifecycle"), rows[4] + rows[5]);
+    assert_eq!(sample(&metrics, "kdp_gaps_total"), rows[6]);
+    assert_eq!(rows[6], 0, "no faults, no gaps");
+    assert_eq!(sample(&metrics, "kdp_reconnects_total"), 0);
+    assert_eq!(sample(&metrics, "kdp_resyncs_total"), 0);
+    let events_total: u64 = EVENT_TYPES.iter().map(|t| events(t)).sum();
+    assert!(sample(&metrics, "kdp_frames_received_total") >= events_total + rows[7]);
+    // Each committed row's receive → commit latency, each exchange-timed event's skew.
+    assert_eq!(sample(&metrics, "kdp_frame_recv_to_commit_us_count"), total);
+    assert_eq!(sample(&metrics, "kdp_exch_to_recv_us_count"), rows[0] + rows[1] + rows[2]);
+    assert_eq!(sample(&metrics, "kdp_writer_batch_rows_sum"), total);
+    assert!(sample(&metrics, "kdp_writer_batch_rows_count") >= 1);
+    for shard in ["0", "1"] {
+        let gauge = format!("kdp_ring_occupancy_records{{shard=\"{shard}\"}}");
+        assert_eq!(sample(&metrics, &gauge), 0, "a quiet shard's ring is empty");
+    }
+
+    let (status, health) = get(addr, "/health");
+    println!("{health}");
+    assert_eq!(status, 200, "{health}");
+    for field in [
+        format!("\"sessions_up\":{connections},\"sessions\":{connections}"),
+        format!("\"markets_subscribed\":{MARKETS}"),
+        format!("\"running\":true,\"rows_buffered\":0,\"last_committed_gseq\":{total}"),
+        "\"gaps_last_minute\":0".to_owned(),
+    ] {
+        assert!(health.contains(&field), "{field} not in {health}");
+    }
+    assert!(!health.contains("\"last_frame_age_ms\":null"), "{health}");
+    assert_eq!(get(addr, "/nothing").0, 404);
+
+    let stats = gatherer.shutdown().unwrap();
+    assert_eq!(stats.writer.rows.total(), total, "nothing arrived after the scrape");
+    assert_eq!(table_rows(&mut client), rows);
+    assert!(TcpStream::connect(addr).is_err(), "the HTTP server stops at shutdown");
+    rt.block_on(sim.shutdown());
+}
