@@ -246,6 +246,26 @@ fn err(code: u32, msg: impl Into<String>) -> CmdError {
     CmdError { code, msg: msg.into(), sid: None }
 }
 
+/// A command's `params` object (code 2 when absent or not an object).
+fn params_object(params: Option<&Value>) -> Result<&serde_json::Map<String, Value>, CmdError> {
+    params.and_then(Value::as_object).ok_or_else(|| err(code::PARAMS_REQUIRED, "Params required"))
+}
+
+/// A non-empty array parameter: `missing_code` when absent, null or empty; code 11 when not an
+/// array.
+fn required_array<'v>(
+    p: &'v serde_json::Map<String, Value>,
+    key: &str,
+    missing_code: u32,
+    missing_msg: &str,
+) -> Result<&'v Vec<Value>, CmdError> {
+    match p.get(key) {
+        Some(Value::Array(a)) if !a.is_empty() => Ok(a),
+        None | Some(Value::Null) | Some(Value::Array(_)) => Err(err(missing_code, missing_msg)),
+        Some(_) => Err(err(code::INVALID_PARAMETER, format!("{key} must be an array"))),
+    }
+}
+
 impl Session {
     /// A session with no subscriptions; sids number from 1.
     pub fn new(limits: SessionLimits) -> Self {
@@ -320,19 +340,8 @@ impl Session {
         id: Option<u64>,
         out: &mut Vec<Out>,
     ) -> Result<(), CmdError> {
-        let p = params
-            .and_then(Value::as_object)
-            .ok_or_else(|| err(code::PARAMS_REQUIRED, "Params required"))?;
-        let channels = match p.get("channels") {
-            None | Some(Value::Null) => {
-                return Err(err(code::CHANNELS_REQUIRED, "Channels required"));
-            }
-            Some(Value::Array(a)) if a.is_empty() => {
-                return Err(err(code::CHANNELS_REQUIRED, "Channels required"));
-            }
-            Some(Value::Array(a)) => a,
-            Some(_) => return Err(err(code::INVALID_PARAMETER, "channels must be an array")),
-        };
+        let p = params_object(params)?;
+        let channels = required_array(p, "channels", code::CHANNELS_REQUIRED, "Channels required")?;
         let mut wanted = Vec::with_capacity(channels.len());
         for c in channels {
             let name = c
@@ -448,24 +457,13 @@ impl Session {
         id: Option<u64>,
         out: &mut Vec<Out>,
     ) -> Result<(), CmdError> {
-        let p = params
-            .and_then(Value::as_object)
-            .ok_or_else(|| err(code::PARAMS_REQUIRED, "Params required"))?;
-        let sids = match p.get("sids") {
-            None | Some(Value::Null) => {
-                return Err(err(code::SIDS_REQUIRED, "Subscription IDs required"));
-            }
-            Some(Value::Array(a)) if a.is_empty() => {
-                return Err(err(code::SIDS_REQUIRED, "Subscription IDs required"));
-            }
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|s| {
-                    s.as_u64().ok_or_else(|| err(code::INVALID_PARAMETER, "sids must be integers"))
-                })
-                .collect::<Result<Vec<u64>, _>>()?,
-            Some(_) => return Err(err(code::INVALID_PARAMETER, "sids must be an array")),
-        };
+        let p = params_object(params)?;
+        let sids = required_array(p, "sids", code::SIDS_REQUIRED, "Subscription IDs required")?
+            .iter()
+            .map(|s| {
+                s.as_u64().ok_or_else(|| err(code::INVALID_PARAMETER, "sids must be integers"))
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
         for sid in sids {
             match self.subs.iter().position(|s| s.sid == sid) {
                 Some(pos) => {
@@ -489,9 +487,7 @@ impl Session {
         id: Option<u64>,
         out: &mut Vec<Out>,
     ) -> Result<(), CmdError> {
-        let p = params
-            .and_then(Value::as_object)
-            .ok_or_else(|| err(code::PARAMS_REQUIRED, "Params required"))?;
+        let p = params_object(params)?;
         let sid = match (p.get("sid"), p.get("sids")) {
             (Some(s), None) => s.as_u64(),
             (None, Some(Value::Array(a))) if a.len() == 1 => a[0].as_u64(),
