@@ -1,1 +1,20 @@
-//! The deduplicator: merges the three gatherer streams into production (issue 5; not built yet).
+//! The deduplicator: merges the gatherer streams into one exact history in production
+//! (DESIGN §3 "Dedup", §4; issue 5).
+//!
+//! - [`row`]: what a reader hands over, one owned row of a gatherer table with its gseq.
+//! - [`merge`]: the pure merge core ([`merge::MergeCore`]): occurrence ordinals (`occ`), the
+//!   seen-key index (`index`), batches with per-gatherer cursors.
+//! - [`sink`]: one production transaction per batch (binary COPY, cursors, COMMIT), with the
+//!   unique-constraint backstop and the lost-COMMIT check.
+//! - [`schema`]: the production schema's migrations.
+//!
+//! Not here yet (issue 5): readers (LISTEN/NOTIFY), the coverage ledger, metadata sync, the
+//! `kdp dedup` command and `kdp verify`.
+
+mod index;
+pub mod limits;
+pub mod merge;
+mod occ;
+pub mod row;
+pub mod schema;
+pub mod sink;

@@ -1,0 +1,831 @@
+//! The production sink: one transaction per merge batch.
+//!
+//! Pipeline: **encode + deliver** (binary COPY of each table's new rows straight into the real
+//! table, then one statement moving every consumed gatherer's cursor) → **acknowledge**
+//! (COMMIT; only then does [`Sink::write`] return `Ok`, and only then may the caller drop the
+//! batch).
+//!
+//! - **Backstop**: the merge core writes only rows it believes new, but after a restart (before
+//!   the index covered everything) or after an index eviction a row can already be in
+//!   production. Its unique violation aborts the transaction; the batch is then redone through
+//!   session-local staging tables with `INSERT … SELECT … ON CONFLICT DO NOTHING`, and the rows
+//!   that were already there are counted ([`SinkStats::rows_conflicted`]).
+//! - **Lost COMMIT**: a connection that breaks mid-batch may or may not have committed. Every
+//!   new connection first reads the cursors: if they already cover the batch, it was committed
+//!   ([`Written::AlreadyCommitted`]) and is not written again.
+//! - **Failures** are returned ([`SinkError`]) with the batch untouched; the caller waits
+//!   (backoff) and calls [`Sink::write`] again with the same batch. Batches must be written in
+//!   the order the merge core took them.
+
+use kdp_engine::event::{BookSide, Level, Side};
+use kdp_engine::pg::migrate::{self, MigrateError};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::error::SqlState;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Transaction};
+use sha2::{Digest, Sha256};
+
+use crate::limits::GATHERERS_MAX;
+use crate::merge::{Batch, GathererId, Kept, Merged, ProductionKey};
+use crate::row::{
+    Delta, EventLifecycle, Gap, MarketLifecycle, Snapshot, SnapshotAnchor, Ticker, TickerContent,
+    Trade,
+};
+use crate::schema::PRODUCTION;
+
+/// How a batch reached production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Binary COPY straight into the tables: every row was new.
+    Direct {
+        /// Rows written.
+        rows: u64,
+    },
+    /// A unique violation sent it through staging + `ON CONFLICT DO NOTHING`.
+    Staged {
+        /// Rows written.
+        rows: u64,
+        /// Rows already in production, skipped.
+        conflicts: u64,
+    },
+    /// An earlier attempt whose answer was lost had committed it (the cursors cover it).
+    AlreadyCommitted,
+}
+
+/// Counters, cumulative since the sink was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SinkStats {
+    /// Batches written directly.
+    pub batches_direct: u64,
+    /// Batches redone through staging after a unique violation.
+    pub batches_staged: u64,
+    /// Batches found committed on reconnect.
+    pub batches_already_committed: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows skipped by the staging path because production had them.
+    pub rows_conflicted: u64,
+    /// Successful connections.
+    pub connects: u64,
+    /// Attempts that failed (connection or statement); each batch is retried by the caller.
+    pub failures: u64,
+}
+
+/// Why a batch was not written. The batch is untouched: retry it after a pause.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The production schema cannot be used by this build (needs an operator).
+    #[error("production database schema refused: {0}")]
+    Schema(#[source] MigrateError),
+    /// A statement or the connection failed; the transaction did not commit, or (connection
+    /// lost) the next attempt finds out from the cursors.
+    #[error("production database: {what}: {message}; the batch will be retried")]
+    Postgres {
+        /// What the sink was doing.
+        what: &'static str,
+        /// The server's or the driver's message.
+        message: String,
+        /// Whether the connection is gone (it is reopened on the next attempt).
+        connection_lost: bool,
+    },
+    /// The cursor table disagrees with the batch in a way one transaction per batch cannot
+    /// produce (some of its cursors committed, others not), or would move a cursor backwards.
+    #[error("production cursors inconsistent with the batch: {0}")]
+    Cursors(String),
+}
+
+/// How to run a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SinkOptions {
+    /// Apply the production migrations on every connect.
+    pub migrate: bool,
+}
+
+/// The production sink. Connects lazily; one connection, reopened after a failure.
+pub struct Sink {
+    config: postgres::Config,
+    options: SinkOptions,
+    client: Option<Client>,
+    staging_ready: bool,
+    stats: SinkStats,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("connected", &self.client.as_ref().is_some_and(|c| !c.is_closed()))
+            .field("options", &self.options)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+const STAGING_TABLES: &str = "\
+    CREATE TEMP TABLE IF NOT EXISTS stage_delta (LIKE delta) ON COMMIT DELETE ROWS;\
+    CREATE TEMP TABLE IF NOT EXISTS stage_trade (LIKE trade) ON COMMIT DELETE ROWS;\
+    CREATE TEMP TABLE IF NOT EXISTS stage_ticker (LIKE ticker) ON COMMIT DELETE ROWS;\
+    CREATE TEMP TABLE IF NOT EXISTS stage_market_lifecycle (LIKE market_lifecycle) \
+        ON COMMIT DELETE ROWS;\
+    CREATE TEMP TABLE IF NOT EXISTS stage_event_lifecycle (LIKE event_lifecycle) \
+        ON COMMIT DELETE ROWS;\
+    CREATE TEMP TABLE IF NOT EXISTS stage_snapshot (LIKE snapshot) ON COMMIT DELETE ROWS;\
+    CREATE TEMP TABLE IF NOT EXISTS stage_gatherer_gap (LIKE gatherer_gap) ON COMMIT DELETE ROWS;";
+
+/// Production tables in write order.
+const TABLES: [&str; 7] =
+    ["delta", "trade", "ticker", "market_lifecycle", "event_lifecycle", "snapshot", "gatherer_gap"];
+
+fn pg_error(what: &'static str, error: &postgres::Error, client_closed: bool) -> SinkError {
+    let message = match error.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => error.to_string(),
+    };
+    SinkError::Postgres { what, message, connection_lost: client_closed || error.is_closed() }
+}
+
+fn is_unique_violation(error: &postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+impl Sink {
+    /// A sink for the database `config` names (not connected yet).
+    pub fn new(config: postgres::Config, options: SinkOptions) -> Sink {
+        Sink { config, options, client: None, staging_ready: false, stats: SinkStats::default() }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SinkStats {
+        self.stats
+    }
+
+    /// Opens the connection if there is none (applying migrations if asked).
+    fn connect(&mut self) -> Result<&mut Client, SinkError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            let mut client = self.config.connect(NoTls).map_err(|e| {
+                self.stats.failures += 1;
+                pg_error("connect", &e, true)
+            })?;
+            if self.options.migrate {
+                migrate::migrate(&mut client, &PRODUCTION).map_err(|e| match e {
+                    MigrateError::Postgres { source, .. } => pg_error("migrate", &source, false),
+                    other => SinkError::Schema(other),
+                })?;
+            }
+            self.stats.connects += 1;
+            self.staging_ready = false;
+            self.client = Some(client);
+        }
+        self.client.as_mut().ok_or_else(|| SinkError::Postgres {
+            what: "connect",
+            message: "no connection".into(),
+            connection_lost: true,
+        })
+    }
+
+    /// Every gatherer's committed cursor (`None`: never written).
+    pub fn read_cursors(&mut self) -> Result<[Option<i64>; GATHERERS_MAX], SinkError> {
+        read_cursors(self.connect()?)
+    }
+
+    /// The latest exchange time in production (deltas, trades, tickers), if any: a restart
+    /// rebuilds the index from this minus the slack.
+    pub fn latest_ts_exch_ns(&mut self) -> Result<Option<i64>, SinkError> {
+        let client = self.connect()?;
+        let row = client
+            .query_one(
+                "SELECT greatest((SELECT max(ts_exch_ns) FROM delta), \
+                 (SELECT max(ts_exch_ns) FROM trade), (SELECT max(ts_exch_ns) FROM ticker))",
+                &[],
+            )
+            .map_err(|e| pg_error("read the latest exchange time", &e, false))?;
+        Ok(row.get(0))
+    }
+
+    /// The identities of every event from `from_ns` on (exchange time; receive time for
+    /// lifecycle rows), to rebuild the merge core's index on start.
+    pub fn read_window(&mut self, from_ns: i64) -> Result<Vec<ProductionKey>, SinkError> {
+        let client = self.connect()?;
+        let mut keys = Vec::new();
+        let err = |e: postgres::Error| pg_error("read the rebuild window", &e, false);
+        for row in client
+            .query(
+                "SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi, occ FROM delta \
+                 WHERE ts_exch_ns >= $1",
+                &[&from_ns],
+            )
+            .map_err(err)?
+        {
+            let market: &str = row.get(0);
+            keys.push(ProductionKey::Delta {
+                market: market.into(),
+                ts_exch_ns: row.get(1),
+                side: if row.get(2) { Side::Yes } else { Side::No },
+                price_micros: from_db_u32(row.get(3)),
+                delta_centi: row.get(4),
+                occ: from_db_u32(i64::from(row.get::<_, i32>(5))),
+            });
+        }
+        for row in client
+            .query("SELECT trade_id, ts_exch_ns FROM trade WHERE ts_exch_ns >= $1", &[&from_ns])
+            .map_err(err)?
+        {
+            let trade_id: &str = row.get(0);
+            keys.push(ProductionKey::Trade { trade_id: trade_id.into(), ts_exch_ns: row.get(1) });
+        }
+        for row in client
+            .query(
+                "SELECT market, ts_exch_ns, occ, price_micros, yes_bid_micros, yes_ask_micros, \
+                 yes_bid_size_centi, yes_ask_size_centi, last_trade_size_centi, volume_centi, \
+                 open_interest_centi, dollar_volume, dollar_open_interest, clock FROM ticker \
+                 WHERE ts_exch_ns >= $1",
+                &[&from_ns],
+            )
+            .map_err(err)?
+        {
+            let market: &str = row.get(0);
+            let u32_at = |i: usize| row.get::<_, Option<i64>>(i).map(from_db_u32);
+            keys.push(ProductionKey::Ticker {
+                market: market.into(),
+                ts_exch_ns: row.get(1),
+                occ: from_db_u32(i64::from(row.get::<_, i32>(2))),
+                content: TickerContent {
+                    price_micros: u32_at(3),
+                    yes_bid_micros: u32_at(4),
+                    yes_ask_micros: u32_at(5),
+                    yes_bid_size_centi: row.get(6),
+                    yes_ask_size_centi: row.get(7),
+                    last_trade_size_centi: row.get(8),
+                    volume_centi: row.get(9),
+                    open_interest_centi: row.get(10),
+                    dollar_volume: row.get(11),
+                    dollar_open_interest: row.get(12),
+                    clock: row.get::<_, Option<i64>>(13).map(bits_u64),
+                },
+            });
+        }
+        for row in client
+            .query(
+                "SELECT market, kind, payload, ts_recv_ns FROM market_lifecycle \
+                 WHERE ts_recv_ns >= $1",
+                &[&from_ns],
+            )
+            .map_err(err)?
+        {
+            let (market, kind, payload): (&str, &str, &str) = (row.get(0), row.get(1), row.get(2));
+            keys.push(ProductionKey::MarketLifecycle {
+                market: market.into(),
+                kind: kind.into(),
+                payload: payload.into(),
+                ts_recv_ns: row.get(3),
+            });
+        }
+        for row in client
+            .query(
+                "SELECT event_ticker, payload, ts_recv_ns FROM event_lifecycle \
+                 WHERE ts_recv_ns >= $1",
+                &[&from_ns],
+            )
+            .map_err(err)?
+        {
+            let (event_ticker, payload): (&str, &str) = (row.get(0), row.get(1));
+            keys.push(ProductionKey::EventLifecycle {
+                event_ticker: event_ticker.into(),
+                payload: payload.into(),
+                ts_recv_ns: row.get(2),
+            });
+        }
+        Ok(keys)
+    }
+
+    /// Writes one batch in one transaction and moves its cursors; see the module note. On
+    /// `Err` nothing of the batch is committed by this attempt (or, connection lost, the next
+    /// call finds out): call again with the same batch after a pause.
+    pub fn write(&mut self, batch: &Batch) -> Result<Written, SinkError> {
+        if batch.is_empty() {
+            return Ok(Written::Direct { rows: 0 });
+        }
+        let fresh = self.client.as_ref().is_none_or(Client::is_closed);
+        let client = self.connect()?;
+        if fresh {
+            // The previous attempt may have committed before its answer was lost.
+            let cursors = read_cursors(client)?;
+            if committed(batch, &cursors)? {
+                self.stats.batches_already_committed += 1;
+                return Ok(Written::AlreadyCommitted);
+            }
+        }
+        let result = match write_direct(client, batch) {
+            Ok(rows) => Ok(Written::Direct { rows }),
+            Err(error) if is_unique_violation(&error) => {
+                let closed = client.is_closed();
+                if closed {
+                    Err(pg_error("write the batch", &error, closed))
+                } else {
+                    self.write_staged(batch)
+                }
+            }
+            Err(error) => {
+                let closed = client.is_closed();
+                Err(match error.as_db_error() {
+                    Some(db) if db.code() == &SqlState::RAISE_EXCEPTION => {
+                        SinkError::Cursors(db.message().to_owned())
+                    }
+                    _ => pg_error("write the batch", &error, closed),
+                })
+            }
+        };
+        match result {
+            Ok(Written::Direct { rows }) => {
+                self.stats.batches_direct += 1;
+                self.stats.rows_written += rows;
+            }
+            Ok(Written::Staged { rows, conflicts }) => {
+                self.stats.batches_staged += 1;
+                self.stats.rows_written += rows;
+                self.stats.rows_conflicted += conflicts;
+            }
+            Ok(Written::AlreadyCommitted) => {}
+            Err(_) => {
+                self.stats.failures += 1;
+                if self.client.as_ref().is_some_and(Client::is_closed) {
+                    self.client = None;
+                }
+            }
+        }
+        result
+    }
+
+    fn write_staged(&mut self, batch: &Batch) -> Result<Written, SinkError> {
+        let ready = self.staging_ready;
+        let client = self.connect()?;
+        let err = |client: &Client, e: postgres::Error| {
+            pg_error("write the batch through staging", &e, client.is_closed())
+        };
+        if !ready {
+            client.batch_execute(STAGING_TABLES).map_err(|e| err(client, e))?;
+        }
+        self.staging_ready = true;
+        let client = self.connect()?;
+        let staged = (|| {
+            let mut tx = client.transaction()?;
+            copy_batch(&mut tx, batch, "stage_")?;
+            let mut inserted = 0;
+            for table in TABLES {
+                if table_rows(batch, table) > 0 {
+                    inserted += tx.execute(
+                        &format!(
+                            "INSERT INTO {table} SELECT * FROM stage_{table} ON CONFLICT DO NOTHING"
+                        ),
+                        &[],
+                    )?;
+                }
+            }
+            update_cursors(&mut tx, batch)?;
+            tx.commit()?;
+            Ok::<u64, postgres::Error>(inserted)
+        })();
+        match staged {
+            Ok(inserted) => {
+                let rows = batch.rows() as u64;
+                Ok(Written::Staged { rows: inserted, conflicts: rows - inserted })
+            }
+            Err(e) => Err(err(client, e)),
+        }
+    }
+}
+
+fn read_cursors(client: &mut Client) -> Result<[Option<i64>; GATHERERS_MAX], SinkError> {
+    let rows = client
+        .query("SELECT gatherer, gseq FROM dedup_cursor", &[])
+        .map_err(|e| pg_error("read the cursors", &e, client.is_closed()))?;
+    let mut cursors = [None; GATHERERS_MAX];
+    for row in rows {
+        let gatherer: i16 = row.get(0);
+        if let Some(slot) = usize::try_from(gatherer).ok().and_then(|g| cursors.get_mut(g)) {
+            *slot = Some(row.get(1));
+        }
+    }
+    Ok(cursors)
+}
+
+/// Whether production's cursors already cover every cursor the batch moves.
+fn committed(batch: &Batch, db: &[Option<i64>; GATHERERS_MAX]) -> Result<bool, SinkError> {
+    let moved: Vec<(usize, i64, bool)> = batch
+        .cursors
+        .iter()
+        .enumerate()
+        .filter_map(|(g, c)| c.map(|c| (g, c, db[g].is_some_and(|d| d >= c))))
+        .collect();
+    let covered = moved.iter().filter(|(_, _, done)| *done).count();
+    if covered != 0 && covered != moved.len() {
+        return Err(SinkError::Cursors(format!(
+            "batch cursors {moved:?} (gatherer, gseq, committed) against production {db:?}"
+        )));
+    }
+    Ok(covered != 0)
+}
+
+/// One transaction: COPY every table, move the cursors, COMMIT. Returns the rows written.
+fn write_direct(client: &mut Client, batch: &Batch) -> Result<u64, postgres::Error> {
+    let mut tx = client.transaction()?;
+    copy_batch(&mut tx, batch, "")?;
+    update_cursors(&mut tx, batch)?;
+    tx.commit()?;
+    Ok(batch.rows() as u64)
+}
+
+/// Moves every cursor the batch names, refusing (SQLSTATE P0001) any that would not advance.
+fn update_cursors(tx: &mut Transaction<'_>, batch: &Batch) -> Result<(), postgres::Error> {
+    let (gatherers, gseqs): (Vec<i16>, Vec<i64>) = batch
+        .cursors
+        .iter()
+        .enumerate()
+        .filter_map(|(g, c)| c.map(|c| (i16::try_from(g).unwrap_or(i16::MAX), c)))
+        .unzip();
+    let moved = tx.execute(
+        "INSERT INTO dedup_cursor (gatherer, gseq) SELECT * FROM unnest($1::smallint[], \
+         $2::bigint[]) ON CONFLICT (gatherer) DO UPDATE SET gseq = EXCLUDED.gseq, \
+         updated_at = now() WHERE dedup_cursor.gseq < EXCLUDED.gseq",
+        &[&gatherers, &gseqs],
+    )?;
+    if moved != gatherers.len() as u64 {
+        tx.execute("DO $$ BEGIN RAISE EXCEPTION 'a dedup cursor would not advance'; END $$", &[])?;
+    }
+    Ok(())
+}
+
+fn table_rows(batch: &Batch, table: &str) -> usize {
+    match table {
+        "delta" => batch.deltas.len(),
+        "trade" => batch.trades.len(),
+        "ticker" => batch.tickers.len(),
+        "market_lifecycle" => batch.market_lifecycles.len(),
+        "event_lifecycle" => batch.event_lifecycles.len(),
+        "snapshot" => batch.snapshots.len(),
+        "gatherer_gap" => batch.gaps.len(),
+        _ => 0,
+    }
+}
+
+/// COPYs every table's rows into `{prefix}{table}`.
+fn copy_batch(
+    tx: &mut Transaction<'_>,
+    batch: &Batch,
+    prefix: &str,
+) -> Result<(), postgres::Error> {
+    copy_deltas(tx, prefix, &batch.deltas)?;
+    copy_trades(tx, prefix, &batch.trades)?;
+    copy_tickers(tx, prefix, &batch.tickers)?;
+    copy_market_lifecycles(tx, prefix, &batch.market_lifecycles)?;
+    copy_event_lifecycles(tx, prefix, &batch.event_lifecycles)?;
+    copy_snapshots(tx, prefix, &batch.snapshots)?;
+    copy_gaps(tx, prefix, &batch.gaps)
+}
+
+/// A u64 stored bit for bit in a bigint column.
+fn u64_bits(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+fn bits_u64(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+/// A price or ordinal read back; the schema only ever holds values written from a u32.
+fn from_db_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+fn gatherer_col(gatherer: GathererId) -> i16 {
+    i16::from(gatherer)
+}
+
+fn occ_col(occ: u32) -> i32 {
+    i32::try_from(occ).unwrap_or(i32::MAX)
+}
+
+fn sha256(payload: &str) -> Vec<u8> {
+    Sha256::digest(payload.as_bytes()).to_vec()
+}
+
+/// One binary COPY of `rows` into `{prefix}{table} (columns)`, if there are any.
+fn copy_rows<T>(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    table_columns: &str,
+    types: &[Type],
+    rows: &[T],
+    mut row: impl FnMut(&mut BinaryCopyInWriter<'_>, &T) -> Result<(), postgres::Error>,
+) -> Result<(), postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(&format!("COPY {prefix}{table_columns} FROM STDIN (FORMAT binary)"))?;
+    let mut writer = BinaryCopyInWriter::new(sink, types);
+    for r in rows {
+        row(&mut writer, r)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// The delta table's columns and types, in COPY order.
+pub(crate) const DELTA_COLUMNS: &str = "delta (ts_exch_ns, market, side_yes, price_micros, \
+     delta_centi, occ, ts_recv_ns, gatherer, client_order_id)";
+const DELTA_TYPES: [Type; 9] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::BOOL,
+    Type::INT8,
+    Type::INT8,
+    Type::INT4,
+    Type::INT8,
+    Type::INT2,
+    Type::TEXT,
+];
+
+fn copy_deltas(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    rows: &[Merged<Delta>],
+) -> Result<(), postgres::Error> {
+    copy_rows(tx, prefix, DELTA_COLUMNS, &DELTA_TYPES, rows, |w, m| {
+        let d = &m.row;
+        let market: &str = &d.market;
+        w.write(&[
+            &d.ts_exch_ns,
+            &market,
+            &(d.side == Side::Yes),
+            &i64::from(d.price_micros),
+            &d.delta_centi,
+            &occ_col(m.occ),
+            &d.ts_recv_ns,
+            &gatherer_col(m.gatherer),
+            &d.client_order_id.as_deref(),
+        ])
+    })
+}
+
+fn copy_trades(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    rows: &[Merged<Trade>],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        prefix,
+        "trade (ts_exch_ns, trade_id, market, yes_price_micros, no_price_micros, count_centi, \
+         taker_side_yes, taker_book_side_ask, is_block_trade, ts_recv_ns, gatherer)",
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::BOOL,
+            Type::BOOL,
+            Type::BOOL,
+            Type::INT8,
+            Type::INT2,
+        ],
+        rows,
+        |w, m| {
+            let t = &m.row;
+            let (trade_id, market): (&str, &str) = (&t.trade_id, &t.market);
+            w.write(&[
+                &t.ts_exch_ns,
+                &trade_id,
+                &market,
+                &i64::from(t.yes_price_micros),
+                &i64::from(t.no_price_micros),
+                &t.count_centi,
+                &t.taker_side.map(|s| s == Side::Yes),
+                &t.taker_book_side.map(|s| s == BookSide::Ask),
+                &t.is_block_trade,
+                &t.ts_recv_ns,
+                &gatherer_col(m.gatherer),
+            ])
+        },
+    )
+}
+
+fn copy_tickers(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    rows: &[Merged<Ticker>],
+) -> Result<(), postgres::Error> {
+    let mut types = [Type::INT8; 16];
+    types[1] = Type::TEXT;
+    types[2] = Type::INT4;
+    types[15] = Type::INT2;
+    copy_rows(
+        tx,
+        prefix,
+        "ticker (ts_exch_ns, market, occ, price_micros, yes_bid_micros, yes_ask_micros, \
+         yes_bid_size_centi, yes_ask_size_centi, last_trade_size_centi, volume_centi, \
+         open_interest_centi, dollar_volume, dollar_open_interest, clock, ts_recv_ns, gatherer)",
+        &types,
+        rows,
+        |w, m| {
+            let t = &m.row;
+            let c = &t.content;
+            let market: &str = &t.market;
+            w.write(&[
+                &t.ts_exch_ns,
+                &market,
+                &occ_col(m.occ),
+                &c.price_micros.map(i64::from),
+                &c.yes_bid_micros.map(i64::from),
+                &c.yes_ask_micros.map(i64::from),
+                &c.yes_bid_size_centi,
+                &c.yes_ask_size_centi,
+                &c.last_trade_size_centi,
+                &c.volume_centi,
+                &c.open_interest_centi,
+                &c.dollar_volume,
+                &c.dollar_open_interest,
+                &c.clock.map(u64_bits),
+                &t.ts_recv_ns,
+                &gatherer_col(m.gatherer),
+            ])
+        },
+    )
+}
+
+fn copy_market_lifecycles(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    rows: &[Merged<MarketLifecycle>],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        prefix,
+        "market_lifecycle (market, kind, payload_sha256, multivariate, open_ts_s, close_ts_s, \
+         determination_ts_s, settled_ts_s, result, settlement_value_micros, \
+         price_level_structure, payload, ts_recv_ns, gatherer)",
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BOOL,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT2,
+        ],
+        rows,
+        |w, m| {
+            let l = &m.row;
+            let (market, kind, payload): (&str, &str, &str) = (&l.market, &l.kind, &l.payload);
+            w.write(&[
+                &market,
+                &kind,
+                &sha256(payload),
+                &l.multivariate,
+                &l.open_ts_s,
+                &l.close_ts_s,
+                &l.determination_ts_s,
+                &l.settled_ts_s,
+                &l.result.as_deref(),
+                &l.settlement_value_micros.map(i64::from),
+                &l.price_level_structure.as_deref(),
+                &payload,
+                &l.ts_recv_ns,
+                &gatherer_col(m.gatherer),
+            ])
+        },
+    )
+}
+
+fn copy_event_lifecycles(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    rows: &[Merged<EventLifecycle>],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        prefix,
+        "event_lifecycle (event_ticker, payload_sha256, payload, ts_recv_ns, gatherer)",
+        &[Type::TEXT, Type::BYTEA, Type::TEXT, Type::INT8, Type::INT2],
+        rows,
+        |w, m| {
+            let e = &m.row;
+            let (event_ticker, payload): (&str, &str) = (&e.event_ticker, &e.payload);
+            w.write(&[
+                &event_ticker,
+                &sha256(payload),
+                &payload,
+                &e.ts_recv_ns,
+                &gatherer_col(m.gatherer),
+            ])
+        },
+    )
+}
+
+fn copy_snapshots(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    rows: &[Kept<Snapshot>],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        prefix,
+        "snapshot (gatherer, gseq, ts_recv_ns, source, conn_id, sid, seq, market, \
+         yes_price_micros, yes_size_centi, no_price_micros, no_size_centi)",
+        &[
+            Type::INT2,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+        ],
+        rows,
+        |w, k| {
+            let s = &k.row;
+            let (source, position) = match s.anchor {
+                SnapshotAnchor::Ws { conn_id, sid, seq } => {
+                    ("ws", Some((u64_bits(conn_id), u64_bits(sid), u64_bits(seq))))
+                }
+                SnapshotAnchor::Rest => ("rest", None),
+            };
+            let prices = |levels: &[Level]| -> Vec<i64> {
+                levels.iter().map(|l| i64::from(l.price_micros)).collect()
+            };
+            let sizes =
+                |levels: &[Level]| -> Vec<i64> { levels.iter().map(|l| l.size_centi).collect() };
+            let market: &str = &s.market;
+            let values: [&(dyn ToSql + Sync); 12] = [
+                &gatherer_col(k.gatherer),
+                &k.gseq,
+                &s.ts_recv_ns,
+                &source,
+                &position.map(|p| p.0),
+                &position.map(|p| p.1),
+                &position.map(|p| p.2),
+                &market,
+                &prices(&s.yes),
+                &sizes(&s.yes),
+                &prices(&s.no),
+                &sizes(&s.no),
+            ];
+            w.write(&values)
+        },
+    )
+}
+
+fn copy_gaps(
+    tx: &mut Transaction<'_>,
+    prefix: &str,
+    rows: &[Kept<Gap>],
+) -> Result<(), postgres::Error> {
+    copy_rows(
+        tx,
+        prefix,
+        "gatherer_gap (gatherer, gseq, ts_recv_ns, conn_id, sid, expected_seq, got_seq, \
+         ts_recv_last_good_ns, markets)",
+        &[
+            Type::INT2,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT_ARRAY,
+        ],
+        rows,
+        |w, k| {
+            let g = &k.row;
+            let markets: Vec<&str> = g.markets.iter().map(|m| &**m).collect();
+            w.write(&[
+                &gatherer_col(k.gatherer),
+                &k.gseq,
+                &g.ts_recv_ns,
+                &u64_bits(g.conn_id),
+                &u64_bits(g.sid),
+                &u64_bits(g.expected_seq),
+                &g.got_seq.map(u64_bits),
+                &g.ts_recv_last_good_ns,
+                &markets,
+            ])
+        },
+    )
+}
