@@ -1,5 +1,10 @@
 //! One WebSocket session on a glommio shard: connect, subscribe, read, check sequence, reconnect.
 //!
+//! Markets can change while the session runs ([`SessionMarkets`]): the shard edits the wanted
+//! set and wakes the session, which sends batched `update_subscription` `add_markets` /
+//! `delete_markets` (one per channel sid, batches of `markets_per_subscription`, through the
+//! command limiter); a reconnect subscribes exactly the wanted set of that moment.
+//!
 //! TCP (glommio) → TLS (futures-rustls, optional) → WebSocket (async-tungstenite) with the
 //! `KALSHI-ACCESS-*` headers signed by [`Signer`]. Every frame is parsed by [`FrameParser`] and
 //! sequenced frames pass the [`SeqTracker`]; events, gap markers and unparsed frames go to a
@@ -11,7 +16,9 @@
 //! The session runs until the sink returns [`Flow::Stop`] or the server refuses the handshake
 //! with 401/403 (a key problem retrying cannot fix).
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +30,7 @@ use futures_rustls::rustls::ClientConfig;
 use futures_util::future::{Either, select};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{SinkExt as _, StreamExt as _};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use kdp_engine::event::Event;
 use rustls_pki_types::ServerName;
 
@@ -46,6 +54,86 @@ pub const RESYNC_INTERVAL_MIN_DEFAULT: Duration = Duration::from_secs(1);
 /// Commands waiting for a rate-limiter token: a full shard's subscribe batches plus resyncs;
 /// beyond it the connection is restarted (which resubscribes everything anyway).
 pub const COMMAND_QUEUE_MAX: usize = 65_536;
+
+/// Wake-ups a session's market channel holds: one pending wake-up says "the wanted set
+/// changed", so a second one carries no information. Capacity 1 bounds it and makes the
+/// shard's sends coalesce (the set itself holds the changes).
+pub const MARKETS_WAKE_CAPACITY: usize = 1;
+
+/// The markets a session should carry, shared on one executor between the shard (which edits
+/// it) and the session (which subscribes it). Each edit bumps a version; the session compares
+/// versions to know that something changed.
+#[derive(Debug, Default)]
+struct MarketSet {
+    wanted: BTreeSet<String>,
+    version: u64,
+}
+
+/// The shard's side of a session's markets: edit the wanted set and wake the session.
+#[derive(Debug)]
+pub struct MarketsHandle {
+    set: Rc<RefCell<MarketSet>>,
+    wake: LocalSender<()>,
+}
+
+/// The session's side: the wanted set and the wake-up it waits on.
+#[derive(Debug)]
+pub struct SessionMarkets {
+    set: Rc<RefCell<MarketSet>>,
+    wake: LocalReceiver<()>,
+}
+
+/// A session's market set, starting with `initial`: the shard keeps the handle, the session
+/// runs with the other side ([`run_with`]).
+pub fn markets_channel(
+    initial: impl IntoIterator<Item = String>,
+) -> (MarketsHandle, SessionMarkets) {
+    let set =
+        Rc::new(RefCell::new(MarketSet { wanted: initial.into_iter().collect(), version: 0 }));
+    let (tx, rx) = local_channel::new_bounded(MARKETS_WAKE_CAPACITY);
+    (MarketsHandle { set: Rc::clone(&set), wake: tx }, SessionMarkets { set, wake: rx })
+}
+
+impl MarketsHandle {
+    /// Adds `markets`; returns how many were new.
+    pub fn add<'m>(&self, markets: impl IntoIterator<Item = &'m str>) -> usize {
+        let mut set = self.set.borrow_mut();
+        let added = markets.into_iter().filter(|m| set.wanted.insert((*m).to_owned())).count();
+        if added > 0 {
+            set.version += 1;
+            drop(set);
+            self.wake();
+        }
+        added
+    }
+
+    /// Removes `markets`; returns how many were present.
+    pub fn remove<'m>(&self, markets: impl IntoIterator<Item = &'m str>) -> usize {
+        let mut set = self.set.borrow_mut();
+        let removed = markets.into_iter().filter(|m| set.wanted.remove(*m)).count();
+        if removed > 0 {
+            set.version += 1;
+            drop(set);
+            self.wake();
+        }
+        removed
+    }
+
+    /// Markets wanted now.
+    pub fn len(&self) -> usize {
+        self.set.borrow().wanted.len()
+    }
+
+    /// No market wanted.
+    pub fn is_empty(&self) -> bool {
+        self.set.borrow().wanted.is_empty()
+    }
+
+    fn wake(&self) {
+        // Full = a wake-up is already pending; the session reads the whole set when it runs.
+        let _ = self.wake.try_send(());
+    }
+}
 
 /// Where to connect.
 #[derive(Clone)]
@@ -88,6 +176,9 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// See [`RESYNC_INTERVAL_MIN_DEFAULT`].
     pub resync_interval_min: Duration,
+    /// Subscribe the channels for the whole exchange (no market filter; lifecycle channels),
+    /// ignoring `markets`.
+    pub whole_exchange: bool,
 }
 
 impl SessionConfig {
@@ -103,6 +194,7 @@ impl SessionConfig {
             stale_after: STALE_AFTER_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             resync_interval_min: RESYNC_INTERVAL_MIN_DEFAULT,
+            whole_exchange: false,
         }
     }
 }
@@ -241,11 +333,24 @@ pub struct SessionCounts {
     pub connects: u64,
 }
 
-/// Runs the session until the sink says stop. Returns the counters, or why it gave up.
+/// Runs the session on the fixed `config.markets` until the sink says stop. Returns the
+/// counters, or why it gave up.
 pub async fn run(
     config: &SessionConfig,
     signer: &Signer,
     sink: &mut impl SessionSink,
+) -> Result<SessionCounts, SessionError> {
+    let (_handle, markets) = markets_channel(config.markets.iter().cloned());
+    run_with(config, signer, sink, &markets).await
+}
+
+/// Runs the session on the market set `markets` (edited by its [`MarketsHandle`] while the
+/// session runs; `config.markets` is ignored) until the sink says stop.
+pub async fn run_with(
+    config: &SessionConfig,
+    signer: &Signer,
+    sink: &mut impl SessionSink,
+    markets: &SessionMarkets,
 ) -> Result<SessionCounts, SessionError> {
     if config.channels.is_empty() {
         return Err(SessionError::Config("no channels to subscribe"));
@@ -267,7 +372,7 @@ pub async fn run(
                 if sink.status(&Status::Connected { attempt }) == Flow::Stop {
                     return Ok(shared.counts);
                 }
-                match Conn::new(config, &mut shared, *ws).run(sink).await {
+                match Conn::new(config, &mut shared, *ws, markets).run(sink).await {
                     Ended::Stop => return Ok(shared.counts),
                     Ended::Lost(reason) => reason,
                 }
@@ -278,7 +383,7 @@ pub async fn run(
                 if sink.status(&Status::Connected { attempt }) == Flow::Stop {
                     return Ok(shared.counts);
                 }
-                match Conn::new(config, &mut shared, *ws).run(sink).await {
+                match Conn::new(config, &mut shared, *ws, markets).run(sink).await {
                     Ended::Stop => return Ok(shared.counts),
                     Ended::Lost(reason) => reason,
                 }
@@ -431,6 +536,8 @@ enum Ended {
 #[derive(Debug, Clone)]
 enum Pending {
     Subscribe { channels: Vec<Channel>, markets: Vec<String> },
+    SubscribeAll { channels: Vec<Channel> },
+    Update { sid: u64, action: UpdateAction, markets: Vec<String> },
     Snapshot { sid: u64, markets: Vec<String> },
 }
 
@@ -448,6 +555,12 @@ struct Sub {
 struct Conn<'c, S> {
     config: &'c SessionConfig,
     shared: &'c mut Shared,
+    markets: &'c SessionMarkets,
+    /// Markets named in a subscribe or add_markets command of this connection (sent or queued)
+    /// and not deleted since.
+    requested: BTreeSet<String>,
+    /// Version of the wanted set `requested` was last brought up to.
+    applied_version: Option<u64>,
     ws: WebSocketStream<S>,
     parser: FrameParser,
     limiter: CommandLimiter,
@@ -460,11 +573,19 @@ struct Conn<'c, S> {
 }
 
 impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
-    fn new(config: &'c SessionConfig, shared: &'c mut Shared, ws: WebSocketStream<S>) -> Self {
+    fn new(
+        config: &'c SessionConfig,
+        shared: &'c mut Shared,
+        ws: WebSocketStream<S>,
+        markets: &'c SessionMarkets,
+    ) -> Self {
         let limiter = CommandLimiter::new(config.limits.commands_per_s, shared.now_ns());
         Self {
             config,
             shared,
+            markets,
+            requested: BTreeSet::new(),
+            applied_version: None,
             ws,
             parser: FrameParser::new(),
             limiter,
@@ -478,12 +599,28 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
     }
 
     async fn run(mut self, sink: &mut impl SessionSink) -> Ended {
-        let per = self.shared.markets_per_subscription;
-        let markets = self.config.markets.clone();
-        for batch in policy::batches(&markets, per) {
-            self.enqueue_subscribe(self.config.channels.clone(), batch.to_vec());
+        if self.config.whole_exchange {
+            let id = self.alloc_id();
+            let channels = self.config.channels.clone();
+            self.queue.push_back((id, Pending::SubscribeAll { channels }));
+        } else {
+            // Exactly the markets wanted at this moment (a reconnect resubscribes the set the
+            // shard owns now, not the one it started with).
+            let (markets, version) = {
+                let set = self.markets.set.borrow();
+                (set.wanted.iter().cloned().collect::<Vec<String>>(), set.version)
+            };
+            let per = self.shared.markets_per_subscription;
+            for batch in policy::batches(&markets, per) {
+                self.enqueue_subscribe(self.config.channels.clone(), batch.to_vec());
+            }
+            self.requested = markets.into_iter().collect();
+            self.applied_version = Some(version);
         }
         loop {
+            if !self.config.whole_exchange {
+                self.apply_market_changes();
+            }
             let wait = match self.send_queued().await {
                 Ok(wait) => wait,
                 Err(reason) => return Ended::Lost(reason),
@@ -496,7 +633,9 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
                 ));
             }
             let sleep_for = wait.map_or(stale_in, |w| w.min(stale_in));
-            let next = select(self.ws.next(), Box::pin(glommio::timer::sleep(sleep_for))).await;
+            let wake = std::pin::pin!(self.markets.wake.recv());
+            let woken = select(Box::pin(glommio::timer::sleep(sleep_for)), wake);
+            let next = select(self.ws.next(), woken).await;
             let message = match next {
                 Either::Right(_) => continue,
                 Either::Left((None, _)) => {
@@ -543,6 +682,89 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
         self.queue.push_back((id, Pending::Subscribe { channels, markets }));
     }
 
+    /// Brings the connection's subscriptions to the wanted set: new markets are added with
+    /// `update_subscription` `add_markets` on every channel's sid (or, while a channel has no
+    /// sid yet, with a `subscribe` the server merges into it); markets no longer wanted are
+    /// deleted with `delete_markets` once every channel's sid is known.
+    fn apply_market_changes(&mut self) {
+        let version = self.markets.set.borrow().version;
+        if self.applied_version == Some(version) {
+            return;
+        }
+        let (add, remove): (Vec<String>, Vec<String>) = {
+            let set = self.markets.set.borrow();
+            (
+                set.wanted.difference(&self.requested).cloned().collect(),
+                self.requested.difference(&set.wanted).cloned().collect(),
+            )
+        };
+        let sids: Option<Vec<u64>> = self
+            .config
+            .channels
+            .iter()
+            .map(|c| self.subs.iter().find(|(_, s)| s.channel == *c).map(|(sid, _)| *sid))
+            .collect();
+        let per = self.shared.markets_per_subscription;
+        if !add.is_empty() {
+            match &sids {
+                Some(sids) => {
+                    for batch in policy::batches(&add, per) {
+                        for &sid in sids {
+                            self.enqueue_update(sid, UpdateAction::AddMarkets, batch.to_vec());
+                        }
+                    }
+                }
+                None => {
+                    for batch in policy::batches(&add, per) {
+                        self.enqueue_subscribe(self.config.channels.clone(), batch.to_vec());
+                    }
+                }
+            }
+            self.requested.extend(add);
+        }
+        let mut done = true;
+        if !remove.is_empty() {
+            match &sids {
+                Some(sids) => {
+                    for batch in policy::batches(&remove, per) {
+                        for &sid in sids {
+                            self.enqueue_update(sid, UpdateAction::DeleteMarkets, batch.to_vec());
+                        }
+                    }
+                    for m in &remove {
+                        self.requested.remove(m);
+                    }
+                }
+                // A channel's subscription is still being made: delete once its sid is known
+                // (the version stays unapplied, so this runs again after the next frame).
+                None => done = false,
+            }
+        }
+        if done {
+            self.applied_version = Some(version);
+        }
+    }
+
+    /// Queues an `update_subscription` and applies it to the sid's market list at once (the
+    /// `ok` reply, when it lists the markets, replaces the list with the server's).
+    fn enqueue_update(&mut self, sid: u64, action: UpdateAction, markets: Vec<String>) {
+        if let Some(sub) = self.subs.get_mut(&sid) {
+            match action {
+                UpdateAction::AddMarkets => {
+                    for m in &markets {
+                        if !sub.markets.contains(m) {
+                            sub.markets.push(m.clone());
+                        }
+                    }
+                }
+                UpdateAction::DeleteMarkets => sub.markets.retain(|m| !markets.contains(m)),
+                UpdateAction::GetSnapshot => {}
+            }
+        }
+        let id = self.alloc_id();
+        self.queue.push_back((id, Pending::Update { sid, action, markets }));
+    }
+
     fn alloc_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -576,6 +798,25 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
                         markets: MarketFilter::Many(markets),
                         send_initial_snapshot: false,
                         skip_ticker_ack: false,
+                    },
+                    &mut self.buf,
+                ),
+                Pending::SubscribeAll { channels } => encode_command(
+                    &Command::Subscribe {
+                        id,
+                        channels,
+                        markets: MarketFilter::<&str>::All,
+                        send_initial_snapshot: false,
+                        skip_ticker_ack: false,
+                    },
+                    &mut self.buf,
+                ),
+                Pending::Update { sid, action, markets } => encode_command(
+                    &Command::UpdateSubscription {
+                        id,
+                        sid: *sid,
+                        market_tickers: markets,
+                        action: *action,
                     },
                     &mut self.buf,
                 ),
@@ -652,7 +893,8 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
                     return Flow::Continue;
                 }
                 if is_snapshot && let Some(gap) = self.shared.tracker.resumed(ts_recv_ns) {
-                    let marker = GapMarker::Disconnect { gap, markets: &self.config.markets };
+                    let markets: Vec<String> = self.requested.iter().cloned().collect();
+                    let marker = GapMarker::Disconnect { gap, markets: &markets };
                     if sink.gap(&marker) == Flow::Stop {
                         return Flow::Stop;
                     }
@@ -759,9 +1001,18 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
                     if sink.gap(&marker) == Flow::Stop {
                         return Flow::Stop;
                     }
-                    self.enqueue_subscribe(vec![sub.channel], sub.markets);
+                    if self.config.whole_exchange {
+                        let id = self.alloc_id();
+                        let channels = vec![sub.channel];
+                        self.queue.push_back((id, Pending::SubscribeAll { channels }));
+                    } else {
+                        self.enqueue_subscribe(vec![sub.channel], sub.markets);
+                    }
                 } else if let Some(Pending::Subscribe { channels, markets }) = pending {
                     self.enqueue_subscribe(channels, markets);
+                } else if let Some(Pending::SubscribeAll { channels }) = pending {
+                    let id = self.alloc_id();
+                    self.queue.push_back((id, Pending::SubscribeAll { channels }));
                 }
             }
             ErrorAction::SplitSubscription => {
