@@ -9,7 +9,13 @@
 //! # ca_cert_path = "kdp-data/sim-cert.pem"   # trust only this CA (the simulator's certificate)
 //! database_url = "postgres://kdp@127.0.0.1/gatherer1"   # or KDP_DATABASE_URL
 //! shard_cpus = [0, 1]                        # pinned shards; or shard_count = 2 (unbound)
-//! markets = ["KXHIGHNY-25JAN01-B40", "INXD-25DEC31-T5000"]
+//! markets = ["KXHIGHNY-25JAN01-B40", "INXD-25DEC31-T5000"]   # may be [] with rest_url: all
+//! # rest_rate_per_s = 20                    # REST read budget (Kalshi Basic), shared by the
+//! # rest_burst = 40                         #   registry's listings and the snapshot poller
+//! # snapshot_poller = true                  # REST order books (needs rest_url)
+//! # reconcile_interval_ms = 300000          # registry reconciliation against a full listing
+//! # exchange_status_interval_ms = 10000     # GET /exchange/status (pause / resume)
+//! # stale_after_ms = 30000                  # no frame or ping for this long: reconnect
 //! # channels = ["orderbook_delta", "trade", "ticker"]
 //! # markets_per_connection = 2000
 //! # markets_per_subscription = 500
@@ -21,6 +27,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::registry::{RECONCILE_INTERVAL_NS_DEFAULT, STATUS_INTERVAL_NS_DEFAULT};
+use crate::rest::{READ_CAPACITY_DEFAULT, READ_REFILL_PER_S_DEFAULT};
+use crate::session::conn::STALE_AFTER_DEFAULT;
 use crate::session::policy::{
     COMMANDS_PER_S_DEFAULT, CONNECTIONS_PER_KEY_DEFAULT, MARKETS_PER_SUBSCRIPTION_DEFAULT,
 };
@@ -45,9 +54,28 @@ pub const SHARDS_MAX: usize = 256;
 pub struct GathererConfig {
     /// WebSocket URL (`wss://host[:port]/path`, or `ws://` for a local simulator).
     pub ws_url: String,
-    /// REST base URL, kept for the market registry.
+    /// REST base URL (`https://host/trade-api/v2`): runs the market registry (discovery,
+    /// lifecycle, reconciliation) and the snapshot poller.
     #[serde(default)]
     pub rest_url: Option<String>,
+    /// REST read budget, requests per second (token refill).
+    #[serde(default = "default_rest_rate_per_s")]
+    pub rest_rate_per_s: u32,
+    /// REST read budget, largest burst (bucket size).
+    #[serde(default = "default_rest_burst")]
+    pub rest_burst: u32,
+    /// Poll REST order books (needs `rest_url`).
+    #[serde(default = "default_true")]
+    pub snapshot_poller: bool,
+    /// Time between registry reconciliations, ms.
+    #[serde(default = "default_reconcile_interval_ms")]
+    pub reconcile_interval_ms: u64,
+    /// Time between exchange-status checks, ms.
+    #[serde(default = "default_exchange_status_interval_ms")]
+    pub exchange_status_interval_ms: u64,
+    /// A connection with no frame and no ping for this long is reconnected, ms.
+    #[serde(default = "default_stale_after_ms")]
+    pub stale_after_ms: u64,
     /// API key id.
     #[serde(default)]
     pub key_id: Option<String>,
@@ -96,6 +124,24 @@ pub const METRICS_ADDR_DEFAULT: &str = kdp_engine::telemetry::http::DEFAULT_ADDR
 /// The `metrics_addr` value that disables the telemetry HTTP server.
 pub const METRICS_OFF: &str = "off";
 
+fn default_rest_rate_per_s() -> u32 {
+    READ_REFILL_PER_S_DEFAULT
+}
+fn default_rest_burst() -> u32 {
+    READ_CAPACITY_DEFAULT
+}
+fn default_true() -> bool {
+    true
+}
+fn default_reconcile_interval_ms() -> u64 {
+    u64::try_from(RECONCILE_INTERVAL_NS_DEFAULT / 1_000_000).unwrap_or(u64::MAX)
+}
+fn default_exchange_status_interval_ms() -> u64 {
+    u64::try_from(STATUS_INTERVAL_NS_DEFAULT / 1_000_000).unwrap_or(u64::MAX)
+}
+fn default_stale_after_ms() -> u64 {
+    u64::try_from(STALE_AFTER_DEFAULT.as_millis()).unwrap_or(u64::MAX)
+}
 fn default_channels() -> Vec<String> {
     ["orderbook_delta", "trade", "ticker"].map(String::from).to_vec()
 }
@@ -172,6 +218,23 @@ impl ShardLayout {
     }
 }
 
+/// The REST side (registry and poller), when `rest_url` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestSettings {
+    /// Base URL.
+    pub url: String,
+    /// Requests per second.
+    pub rate_per_s: u32,
+    /// Burst.
+    pub burst: u32,
+    /// Run the snapshot poller.
+    pub poller: bool,
+    /// Reconciliation interval, ns.
+    pub reconcile_interval_ns: i64,
+    /// Exchange-status interval, ns.
+    pub status_interval_ns: i64,
+}
+
 /// The checked configuration [`crate::gatherer::Gatherer::start`] runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
@@ -201,6 +264,10 @@ pub struct Checked {
     pub commands_per_s: u32,
     /// Telemetry listen address; `None` when turned off.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Registry and poller, when `rest_url` is set.
+    pub rest: Option<RestSettings>,
+    /// See [`GathererConfig::stale_after_ms`].
+    pub stale_after: std::time::Duration,
 }
 
 impl GathererConfig {
@@ -272,8 +339,11 @@ impl GathererConfig {
         }
         markets.sort();
         markets.dedup();
-        if markets.is_empty() {
-            return Err(field("markets", "list at least one market ticker"));
+        if markets.is_empty() && self.rest_url.is_none() {
+            return Err(field(
+                "markets",
+                "list at least one market ticker, or set rest_url to capture all markets",
+            ));
         }
         let mut channels = Vec::with_capacity(self.channels.len());
         for name in &self.channels {
@@ -299,6 +369,59 @@ impl GathererConfig {
         }
         if self.commands_per_s == 0 {
             return Err(field("commands_per_s", "must be at least 1"));
+        }
+        let ms_to_ns = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+        for (name, v) in [
+            ("rest_rate_per_s", u64::from(self.rest_rate_per_s)),
+            ("rest_burst", u64::from(self.rest_burst)),
+            ("reconcile_interval_ms", self.reconcile_interval_ms),
+            ("exchange_status_interval_ms", self.exchange_status_interval_ms),
+            ("stale_after_ms", self.stale_after_ms),
+        ] {
+            if v == 0 {
+                return Err(field(name, "must be at least 1"));
+            }
+        }
+        let rest = match &self.rest_url {
+            None => None,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(RestSettings {
+                    url: url.clone(),
+                    rate_per_s: self.rest_rate_per_s,
+                    burst: self.rest_burst,
+                    poller: self.snapshot_poller,
+                    reconcile_interval_ns: ms_to_ns(self.reconcile_interval_ms),
+                    status_interval_ns: ms_to_ns(self.exchange_status_interval_ms),
+                })
+            }
+            Some(url) => {
+                return Err(field(
+                    "rest_url",
+                    format!("{url:?} must start with https:// (or http:// for a local simulator)"),
+                ));
+            }
+        };
+        // Connections the static markets need at start (+1: the registry's lifecycle session).
+        let mut per_shard = vec![0usize; shards.count()];
+        for m in &markets {
+            per_shard[super::shard_of(m, shards.count())] += 1;
+        }
+        let needed: usize =
+            per_shard.iter().map(|n| n.div_ceil(self.markets_per_connection)).sum::<usize>()
+                + usize::from(rest.is_some());
+        if needed > self.connections_per_key {
+            return Err(field(
+                "connections_per_key",
+                format!(
+                    "{} markets at {} per connection over {} shards need {needed} connections \
+                     (the lifecycle session included), more than the {} allowed; raise \
+                     markets_per_connection or connections_per_key",
+                    markets.len(),
+                    self.markets_per_connection,
+                    shards.count(),
+                    self.connections_per_key
+                ),
+            ));
         }
         let metrics_addr = match self.metrics_addr.as_deref() {
             Some(METRICS_OFF) => None,
@@ -326,6 +449,8 @@ impl GathererConfig {
             connections_per_key: self.connections_per_key,
             commands_per_s: self.commands_per_s,
             metrics_addr,
+            rest,
+            stale_after: std::time::Duration::from_millis(self.stale_after_ms),
         })
     }
 }

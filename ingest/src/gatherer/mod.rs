@@ -10,17 +10,25 @@
 //! (`conn_id` in every stored row); each connection carries at most `markets_per_connection`
 //! markets, and its session splits them into `subscribe` batches of `markets_per_subscription`.
 //!
+//! Markets are dynamic: with `rest_url` set, a registry thread ([`driver`]) discovers markets
+//! over REST, follows `market_lifecycle_v2` (a session on shard 0), reconciles periodically
+//! and sends add/remove commands to the shards through bounded control channels; the same
+//! thread runs the REST snapshot poller on the same token bucket. Without `rest_url` the
+//! configured `markets` are captured as a fixed list.
+//!
 //! Telemetry ([`telemetry`]): each shard and the writer own a recorder; the HTTP server
 //! (`/metrics`, `/health` on `metrics_addr`) starts with the gatherer and stops at shutdown,
 //! after the final publications.
 
 pub mod config;
+pub mod driver;
 pub mod shard;
 pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,16 +40,22 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
 pub use config::{
-    Checked, ConfigError, GathererConfig, METRICS_ADDR_DEFAULT, METRICS_OFF, ShardLayout, WsUrl,
+    Checked, ConfigError, GathererConfig, METRICS_ADDR_DEFAULT, METRICS_OFF, RestSettings,
+    ShardLayout, WsUrl,
 };
-pub use shard::{ShardStats, shard_of};
+pub use driver::RegistryStats;
+pub use shard::{SHARD_CONTROL_CAPACITY, ShardCommand, ShardStats, shard_of};
 
 use crate::auth::{AuthError, Signer};
+use crate::registry::RegistryConfig;
+use crate::rest::{RateBudget, RestClient, RestConfig, RestError};
 use crate::session::conn::{Endpoint, SessionConfig};
 use crate::session::policy::Limits;
 use crate::store::writer::WriterWatch;
 use crate::store::{RING_CAPACITY, Record, Writer, WriterError, WriterOptions, WriterStats};
-use shard::{ShardCounters, ShardPlan};
+use crate::wire::Channel;
+use driver::{DriverPlan, DriverThread, GAP_HINTS_CAPACITY, LifecycleQueue, StopClock};
+use shard::{Connections, LifecyclePlan, ShardCounters, ShardPlan};
 use telemetry::{Health, ShardTelemetry};
 
 /// Largest CA file accepted: a bundle of a few hundred certificates; anything larger is not one.
@@ -82,6 +96,12 @@ pub enum GathererError {
     /// A shard thread panicked.
     #[error("gatherer shard {0} panicked")]
     ShardPanicked(usize),
+    /// The REST client could not be built (bad `rest_url` or CA file).
+    #[error("gatherer REST client: {0}")]
+    Rest(#[from] RestError),
+    /// The registry thread panicked.
+    #[error("gatherer registry thread panicked")]
+    RegistryPanicked,
 }
 
 /// The gatherer's stats: one entry per shard and the writer's.
@@ -91,6 +111,8 @@ pub struct GathererStats {
     pub shards: Vec<ShardStats>,
     /// The writer.
     pub writer: WriterStats,
+    /// The registry thread (with `rest_url`).
+    pub registry: Option<RegistryStats>,
 }
 
 impl GathererStats {
@@ -111,8 +133,6 @@ pub struct Gatherer;
 
 struct ShardThread {
     index: usize,
-    markets: usize,
-    connections: usize,
     counters: Arc<ShardCounters>,
     thread: JoinHandle<()>,
 }
@@ -122,6 +142,7 @@ pub struct GathererHandle {
     stop: Arc<AtomicBool>,
     abandon: Arc<AtomicBool>,
     shards: Vec<ShardThread>,
+    driver: Option<DriverThread>,
     writer: Writer,
     http: Option<HttpServer>,
 }
@@ -140,13 +161,35 @@ impl Gatherer {
         let signer = Arc::new(Signer::from_pem_file(&checked.key_id, &checked.private_key_path)?);
         let tls =
             if checked.ws.tls { Some(client_tls(checked.ca_cert_path.as_deref())?) } else { None };
-        let plans = plan(&checked, tls.as_ref());
         let pg: postgres::Config = checked
             .database_url
             .parse()
             .map_err(|e| ConfigError::Field { field: "database_url", problem: format!("{e}") })?;
-        let rings: Vec<Arc<ArrayQueue<Record>>> =
+        let stop = Arc::new(AtomicBool::new(false));
+        let rest = match &checked.rest {
+            Some(r) => {
+                let mut cfg = RestConfig::new(r.url.clone());
+                cfg.ca_file.clone_from(&checked.ca_cert_path);
+                cfg.budget = RateBudget { capacity: r.burst, refill_per_s: r.rate_per_s };
+                Some((r, RestClient::new(cfg, Arc::new(StopClock::new(Arc::clone(&stop))))?))
+            }
+            None => None,
+        };
+        let notes = Arc::new(LifecycleQueue::new());
+        let gap_hints = rest
+            .as_ref()
+            .filter(|(r, _)| r.poller)
+            .map(|_| Arc::new(ArrayQueue::new(GAP_HINTS_CAPACITY)));
+        let (plans, controls) = plan(
+            &checked,
+            tls.as_ref(),
+            rest.is_some().then(|| Arc::clone(&notes)),
+            gap_hints.clone(),
+        );
+        let mut rings: Vec<Arc<ArrayQueue<Record>>> =
             plans.iter().map(|_| Arc::new(ArrayQueue::new(RING_CAPACITY))).collect();
+        let rest_ring = rest.as_ref().map(|_| Arc::new(ArrayQueue::new(RING_CAPACITY)));
+        rings.extend(rest_ring.clone());
         let (schema, shard_ids, writer_ids) = telemetry::schema();
         let mut hub = Telemetry::new(schema);
         let now_ns = telemetry::wall_ns();
@@ -156,14 +199,12 @@ impl Gatherer {
             WriterOptions { migrate: true, ..WriterOptions::default() },
             Some(writer_ids.telemetry(hub.recorder("writer", now_ns))),
         )?;
-        let stop = Arc::new(AtomicBool::new(false));
         let abandon = Arc::new(AtomicBool::new(false));
-        let mut handle = GathererHandle { stop, abandon, shards: Vec::new(), writer, http: None };
+        let mut handle =
+            GathererHandle { stop, abandon, shards: Vec::new(), driver: None, writer, http: None };
         for (plan, ring) in plans.into_iter().zip(rings) {
             let counters = Arc::new(ShardCounters::default());
             let index = plan.index;
-            let markets = plan.sessions.iter().map(|(_, s)| s.markets.len()).sum();
-            let connections = plan.sessions.len();
             let thread = shard::spawn(
                 plan,
                 Arc::clone(&signer),
@@ -174,15 +215,7 @@ impl Gatherer {
                 Arc::clone(&handle.abandon),
             );
             match thread {
-                Ok(thread) => {
-                    handle.shards.push(ShardThread {
-                        index,
-                        markets,
-                        connections,
-                        counters,
-                        thread,
-                    });
-                }
+                Ok(thread) => handle.shards.push(ShardThread { index, counters, thread }),
                 Err(source) => {
                     // Best effort: stop what started; the spawn failure is the error to report.
                     let _ = handle.shutdown();
@@ -193,9 +226,32 @@ impl Gatherer {
                 }
             }
         }
+        if let (Some((r, client)), Some(ring)) = (rest, rest_ring) {
+            let plan = DriverPlan {
+                client,
+                registry: RegistryConfig {
+                    reconcile_interval_ns: r.reconcile_interval_ns,
+                    status_interval_ns: r.status_interval_ns,
+                    ..RegistryConfig::default()
+                },
+                poll: r.poller,
+                static_markets: checked.markets.iter().map(|m| Arc::from(m.as_str())).collect(),
+                shards: controls,
+                notes,
+                gap_hints: gap_hints.unwrap_or_else(|| Arc::new(ArrayQueue::new(1))),
+                ring,
+            };
+            match driver::spawn(plan, Arc::clone(&handle.stop), Arc::clone(&handle.abandon)) {
+                Ok(d) => handle.driver = Some(d),
+                Err(source) => {
+                    let _ = handle.shutdown();
+                    return Err(GathererError::Spawn { name: "kdp-registry".into(), source });
+                }
+            }
+        }
         if let Some(addr) = checked.metrics_addr {
-            let shards: Vec<(Arc<ShardCounters>, usize)> =
-                handle.shards.iter().map(|s| (Arc::clone(&s.counters), s.connections)).collect();
+            let shards: Vec<Arc<ShardCounters>> =
+                handle.shards.iter().map(|s| Arc::clone(&s.counters)).collect();
             let watch = handle.writer.watch();
             let health = move || health(&shards, &watch);
             // Telemetry never stops ingestion: a taken port is reported, the gatherer runs on.
@@ -207,6 +263,7 @@ impl Gatherer {
         tracing::info!(
             shards = handle.shards.len(),
             markets = checked.markets.len(),
+            registry = checked.rest.is_some(),
             metrics = ?handle.metrics_addr(),
             "gatherer started"
         );
@@ -214,10 +271,9 @@ impl Gatherer {
     }
 }
 
-fn health(shards: &[(Arc<ShardCounters>, usize)], writer: &WriterWatch) -> Health {
+fn health(shards: &[Arc<ShardCounters>], writer: &WriterWatch) -> Health {
     let now_ns = telemetry::wall_ns();
-    let per_shard: Vec<_> =
-        shards.iter().map(|(c, sessions)| c.health(*sessions, now_ns)).collect();
+    let per_shard: Vec<_> = shards.iter().map(|c| c.health(now_ns)).collect();
     Health::new(&per_shard, &writer.stats(), writer.running(), now_ns)
 }
 
@@ -230,12 +286,9 @@ impl GathererHandle {
     /// Current stats.
     pub fn stats(&self) -> GathererStats {
         GathererStats {
-            shards: self
-                .shards
-                .iter()
-                .map(|s| s.counters.snapshot(s.index, s.markets, s.connections))
-                .collect(),
+            shards: self.shards.iter().map(|s| s.counters.snapshot(s.index)).collect(),
             writer: self.writer.stats(),
+            registry: self.driver.as_ref().map(DriverThread::stats),
         }
     }
 
@@ -250,6 +303,21 @@ impl GathererHandle {
         self.stop.store(true, Ordering::Release);
         let mut shards = Vec::with_capacity(self.shards.len());
         let mut panicked = None;
+        // The registry thread first: it may wait on a full ring (the writer still drains it)
+        // or on a shard's control channel (shards drain it until they see the stop flag; the
+        // thread gives up sending once it sees the flag too).
+        let mut registry = None;
+        let mut registry_panicked = false;
+        if let Some(d) = self.driver {
+            while !d.thread.is_finished() {
+                if self.writer.is_finished() {
+                    self.abandon.store(true, Ordering::Release);
+                }
+                std::thread::sleep(JOIN_POLL);
+            }
+            registry = Some(d.stats());
+            registry_panicked = d.thread.join().is_err();
+        }
         for s in self.shards {
             // A shard waiting on a full ring needs the (still running) writer to drain it; if
             // the writer has died, nothing will, so the shard is told to give up.
@@ -262,7 +330,7 @@ impl GathererHandle {
             if s.thread.join().is_err() {
                 panicked.get_or_insert(s.index);
             }
-            shards.push(s.counters.snapshot(s.index, s.markets, s.connections));
+            shards.push(s.counters.snapshot(s.index));
         }
         let writer = self.writer.shutdown();
         if let Some(http) = self.http {
@@ -272,12 +340,22 @@ impl GathererHandle {
         if let Some(index) = panicked {
             return Err(GathererError::ShardPanicked(index));
         }
-        Ok(GathererStats { shards, writer })
+        if registry_panicked {
+            return Err(GathererError::RegistryPanicked);
+        }
+        Ok(GathererStats { shards, writer, registry })
     }
 }
 
-/// Splits the markets over shards ([`shard_of`]) and each shard's markets over connections.
-fn plan(c: &Checked, tls: Option<&Arc<rustls::ClientConfig>>) -> Vec<ShardPlan> {
+/// Splits the static markets over shards ([`shard_of`]) and each shard's markets over
+/// connections; makes each shard's control channel; puts the lifecycle session (when the
+/// registry runs) on shard 0. Returns the plans and the control senders (index = shard).
+fn plan(
+    c: &Checked,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    lifecycle: Option<Arc<LifecycleQueue>>,
+    gap_hints: Option<Arc<ArrayQueue<Arc<str>>>>,
+) -> (Vec<ShardPlan>, Vec<SyncSender<ShardCommand>>) {
     let n = c.shards.count();
     let mut per_shard: Vec<Vec<String>> = vec![Vec::new(); n];
     for m in &c.markets {
@@ -294,25 +372,57 @@ fn plan(c: &Checked, tls: Option<&Arc<rustls::ClientConfig>>) -> Vec<ShardPlan> 
         markets_per_subscription: c.markets_per_subscription,
         commands_per_s: c.commands_per_s,
     };
+    let mut template = SessionConfig::new(endpoint, c.channels.clone(), Vec::new());
+    template.limits = limits;
+    template.stale_after = c.stale_after;
     let mut conn_id = 0u64;
-    per_shard
-        .into_iter()
-        .enumerate()
-        .map(|(index, markets)| {
-            let sessions = markets
+    let mut sessions: Vec<Vec<(u64, SessionConfig)>> = per_shard
+        .iter()
+        .map(|markets| {
+            markets
                 .chunks(c.markets_per_connection)
                 .map(|chunk| {
                     conn_id += 1;
-                    let mut s =
-                        SessionConfig::new(endpoint.clone(), c.channels.clone(), chunk.to_vec());
-                    s.limits = limits;
+                    let mut s = template.clone();
+                    s.markets = chunk.to_vec();
                     s.jitter_seed = conn_id;
                     (conn_id, s)
                 })
-                .collect();
-            ShardPlan { index, cpu: c.shards.cpu(index), sessions }
+                .collect()
         })
-        .collect()
+        .collect();
+    let lifecycle = lifecycle.map(|notes| {
+        conn_id += 1;
+        let mut config = template.clone();
+        config.channels = vec![Channel::MarketLifecycleV2];
+        config.whole_exchange = true;
+        config.jitter_seed = conn_id;
+        LifecyclePlan { conn_id, config, notes }
+    });
+    let left = c.connections_per_key.saturating_sub(usize::try_from(conn_id).unwrap_or(usize::MAX));
+    let connections = Arc::new(Connections::new(conn_id + 1, left));
+    let mut lifecycle = lifecycle;
+    let mut senders = Vec::with_capacity(n);
+    let plans = sessions
+        .iter_mut()
+        .enumerate()
+        .map(|(index, sessions)| {
+            let (tx, rx) = sync_channel(SHARD_CONTROL_CAPACITY);
+            senders.push(tx);
+            ShardPlan {
+                index,
+                cpu: c.shards.cpu(index),
+                sessions: std::mem::take(sessions),
+                template: template.clone(),
+                markets_per_connection: c.markets_per_connection,
+                connections: Arc::clone(&connections),
+                control: Some(rx),
+                lifecycle: if index == 0 { lifecycle.take() } else { None },
+                gap_hints: gap_hints.clone(),
+            }
+        })
+        .collect();
+    (plans, senders)
 }
 
 /// The TLS client configuration: exactly the certificates of `ca` when given (a private CA or

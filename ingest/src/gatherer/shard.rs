@@ -11,16 +11,25 @@
 //! The function is frozen: a ticker must land on the same shard in every version (operators
 //! read logs and metrics per shard, and tests pin the values below).
 //!
+//! Markets change at run time: the gatherer sends [`ShardCommand`]s through the shard's bounded
+//! control channel ([`SHARD_CONTROL_CAPACITY`]); the shard puts a new market on the first
+//! connection with room (at most `markets_per_connection`), opens a new connection when none
+//! has room (within the gatherer's `connections_per_key` budget; past it the least-loaded
+//! connection takes the market and a warning is logged), and edits that session's wanted set,
+//! which sends the batched `update_subscription`. A removed market leaves its connection; an
+//! emptied connection stays open for the next markets.
+//!
 //! Everything a shard owns lives on its executor thread: the sessions, their sequence state, the
 //! per-shard ticker interner (`Arc<str>` per market, so a pushed record costs a refcount
 //! increment), its telemetry recorder. The only cross-thread hand-off is the ring, the
 //! recorder's publication channel (on the shard's timer) and a few relaxed counters.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,7 +37,9 @@ use crossbeam_queue::ArrayQueue;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::Signer;
-use crate::session::conn::{self, Flow, GapMarker, Received, SessionConfig, SessionSink, Status};
+use crate::session::conn::{
+    self, Flow, GapMarker, MarketsHandle, Received, SessionConfig, SessionSink, Status,
+};
 use crate::store::{self, Origin, RawFrame, RawReason, Record};
 
 use super::telemetry::{self, GapWindow, ShardHealth, ShardTelemetry};
@@ -44,6 +55,42 @@ pub const RING_FULL_SLEEP_MIN: Duration = Duration::from_micros(20);
 /// Longest sleep between retries on a full ring: the writer frees slots in bulk (it drains
 /// whole rings per turn), so 1 ms adds at most ~1 ms of latency once room appears.
 pub const RING_FULL_SLEEP_MAX: Duration = Duration::from_millis(1);
+
+/// Commands a shard's control channel holds. Each command is a whole batch (any number of
+/// markets: one registry change), so 64 absorbs a burst of lifecycle changes and a
+/// reconciliation while the shard drains the channel every [`STOP_POLL`]; a full channel makes
+/// the registry thread wait (it never drops a change).
+pub const SHARD_CONTROL_CAPACITY: usize = 64;
+
+/// What the gatherer tells a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardCommand {
+    /// Subscribe these markets (already owned ones are ignored).
+    Add(Vec<Arc<str>>),
+    /// Unsubscribe these markets (unknown ones are ignored).
+    Remove(Vec<Arc<str>>),
+}
+
+/// Connection ids and the connection budget, shared by every shard of a gatherer.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    /// The next `conn_id`.
+    next_id: AtomicU64,
+    /// Connections that may still be opened (`connections_per_key` minus those open).
+    left: AtomicUsize,
+}
+
+impl Connections {
+    pub(crate) fn new(first_id: u64, left: usize) -> Connections {
+        Connections { next_id: AtomicU64::new(first_id), left: AtomicUsize::new(left) }
+    }
+
+    /// A new connection id if the budget allows one more connection.
+    fn open(&self) -> Option<u64> {
+        self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).ok()?;
+        Some(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// FNV-1a 64-bit offset basis (frozen, see [`shard_of`]).
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -76,6 +123,10 @@ pub struct ShardCounters {
     last_frame_ns: AtomicU64,
     sessions_up: AtomicU64,
     markets_up: AtomicU64,
+    /// Markets the shard owns now.
+    markets: AtomicU64,
+    /// Connections the shard runs now.
+    connections: AtomicU64,
     gap_window: GapWindow,
     fatal: std::sync::Mutex<Option<String>>,
 }
@@ -114,12 +165,13 @@ impl ShardCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, index: usize, markets: usize, connections: usize) -> ShardStats {
+    pub(crate) fn snapshot(&self, index: usize) -> ShardStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let count = |a: &AtomicU64| usize::try_from(load(a)).unwrap_or(usize::MAX);
         ShardStats {
             index,
-            markets,
-            connections,
+            markets: count(&self.markets),
+            connections: count(&self.connections),
             records: load(&self.records),
             events: load(&self.events),
             gaps: load(&self.gaps),
@@ -133,10 +185,10 @@ impl ShardCounters {
     }
 
     /// The shard's part of `/health` at wall-clock `now_ns`.
-    pub(crate) fn health(&self, sessions: usize, now_ns: u64) -> ShardHealth {
+    pub(crate) fn health(&self, now_ns: u64) -> ShardHealth {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ShardHealth {
-            sessions: u64::try_from(sessions).unwrap_or(u64::MAX),
+            sessions: load(&self.connections),
             sessions_up: load(&self.sessions_up),
             markets_subscribed: load(&self.markets_up),
             last_frame_ns: load(&self.last_frame_ns),
@@ -175,10 +227,10 @@ struct RingSink {
     abandon: Arc<AtomicBool>,
     /// The shard's recorder, shared by its sessions (same thread).
     telemetry: Rc<RefCell<ShardTelemetry>>,
-    /// Markets of this connection.
-    markets: u64,
-    /// Connected now.
-    up: bool,
+    /// Markets and up state of this connection, shared with the shard.
+    state: Rc<ConnState>,
+    /// Where gap markets are reported to the snapshot poller (a priority hint), if one runs.
+    gap_hints: Option<Arc<ArrayQueue<Arc<str>>>>,
     /// Connected at least once (a later connection is a reconnect).
     connected_once: bool,
 }
@@ -279,6 +331,13 @@ impl SessionSink for RingSink {
                 markets: self.interned(markets),
             },
         };
+        if let Some(hints) = &self.gap_hints {
+            // Drop-oldest when full: a hint only moves a market ahead in the poller's queue;
+            // the data itself is resynced over WebSocket and the gap row is stored regardless.
+            for m in &gap.markets {
+                let _ = hints.force_push(Arc::clone(m));
+            }
+        }
         ShardCounters::add(&self.counters.gaps, 1);
         self.counters.gap_window.note(telemetry::wall_ns() / 1_000_000_000);
         self.telemetry.borrow_mut().gap();
@@ -307,21 +366,21 @@ impl SessionSink for RingSink {
                 if self.connected_once {
                     self.telemetry.borrow_mut().reconnect();
                 }
-                if !self.up {
+                if !self.state.up.get() {
                     ShardCounters::add(&self.counters.sessions_up, 1);
-                    ShardCounters::add(&self.counters.markets_up, self.markets);
+                    ShardCounters::add(&self.counters.markets_up, self.state.markets.get());
                 }
-                self.up = true;
+                self.state.up.set(true);
                 self.connected_once = true;
                 tracing::info!(conn_id = self.conn_id, attempt, "session connected");
             }
             Status::Disconnected { reason, retry_in } => {
                 ShardCounters::add(&self.counters.disconnects, 1);
-                if self.up {
+                if self.state.up.get() {
                     self.counters.sessions_up.fetch_sub(1, Ordering::Relaxed);
-                    self.counters.markets_up.fetch_sub(self.markets, Ordering::Relaxed);
+                    self.counters.markets_up.fetch_sub(self.state.markets.get(), Ordering::Relaxed);
                 }
-                self.up = false;
+                self.state.up.set(false);
                 tracing::warn!(conn_id = self.conn_id, ?retry_in, "session lost: {reason}");
             }
             Status::ServerError { code, message, sid, action } => {
@@ -347,6 +406,24 @@ impl SessionSink for RingSink {
     }
 }
 
+/// Markets and connection state of one connection, shared by its sink and the shard.
+#[derive(Debug, Default)]
+struct ConnState {
+    markets: Cell<u64>,
+    up: Cell<bool>,
+}
+
+/// The registry's `market_lifecycle_v2` session, run by shard 0.
+#[derive(Debug)]
+pub(crate) struct LifecyclePlan {
+    /// Its connection id.
+    pub conn_id: u64,
+    /// Its session (whole exchange, lifecycle channel).
+    pub config: SessionConfig,
+    /// Where lifecycle events go to the registry thread.
+    pub notes: Arc<super::driver::LifecycleQueue>,
+}
+
 /// What one shard runs.
 #[derive(Debug)]
 pub(crate) struct ShardPlan {
@@ -356,6 +433,18 @@ pub(crate) struct ShardPlan {
     pub cpu: Option<usize>,
     /// One session configuration per connection, with its gatherer-wide connection id.
     pub sessions: Vec<(u64, SessionConfig)>,
+    /// The session configuration of connections opened later (its `markets` is empty).
+    pub template: SessionConfig,
+    /// Markets one connection carries at most.
+    pub markets_per_connection: usize,
+    /// Connection ids and budget, shared with the other shards.
+    pub connections: Arc<Connections>,
+    /// Add/remove commands from the gatherer (bounded: [`SHARD_CONTROL_CAPACITY`]).
+    pub control: Option<Receiver<ShardCommand>>,
+    /// The lifecycle session, on one shard only.
+    pub lifecycle: Option<LifecyclePlan>,
+    /// Gap-market hints for the snapshot poller, when it runs.
+    pub gap_hints: Option<Arc<ArrayQueue<Arc<str>>>>,
 }
 
 /// Starts a shard thread. It runs until `stop` is set, then cancels its sessions (at an await
@@ -370,6 +459,12 @@ pub(crate) fn spawn(
     abandon: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let name = format!("kdp-shard-{}", plan.index);
+    // The start plan is counted before the thread runs, so stats taken right after start see
+    // it; later changes are counted by the shard as it makes them.
+    let markets: usize = plan.sessions.iter().map(|(_, s)| s.markets.len()).sum();
+    let connections = plan.sessions.len() + usize::from(plan.lifecycle.is_some());
+    ShardCounters::add(&counters.markets, u64::try_from(markets).unwrap_or(u64::MAX));
+    ShardCounters::add(&counters.connections, u64::try_from(connections).unwrap_or(u64::MAX));
     std::thread::Builder::new().name(name.clone()).spawn(move || {
         let placement = plan.cpu.map_or(Placement::Unbound, Placement::Fixed);
         let executor = match LocalExecutorBuilder::new(placement)
@@ -383,52 +478,261 @@ pub(crate) fn spawn(
                 return;
             }
         };
-        executor.run(run_shard(plan, signer, ring, counters, telemetry, stop, abandon));
+        let shard = Shard {
+            index: plan.index,
+            template: plan.template,
+            markets_per_connection: plan.markets_per_connection.max(1),
+            connections: plan.connections,
+            signer,
+            ring,
+            counters,
+            abandon,
+            gap_hints: plan.gap_hints,
+            tickers: Rc::new(RefCell::new(Interner::default())),
+            telemetry: Rc::new(RefCell::new(telemetry)),
+            conns: Vec::new(),
+            owner: HashMap::new(),
+            budget_warned: false,
+        };
+        executor.run(run_shard(shard, plan.sessions, plan.control, plan.lifecycle, stop));
     })
 }
 
-async fn run_shard(
-    plan: ShardPlan,
+/// One connection of a shard.
+struct ShardConn {
+    conn_id: u64,
+    handle: MarketsHandle,
+    state: Rc<ConnState>,
+    task: glommio::Task<()>,
+}
+
+/// A shard's state on its executor.
+struct Shard {
+    index: usize,
+    template: SessionConfig,
+    markets_per_connection: usize,
+    connections: Arc<Connections>,
     signer: Arc<Signer>,
     ring: Arc<ArrayQueue<Record>>,
     counters: Arc<ShardCounters>,
-    telemetry: ShardTelemetry,
-    stop: Arc<AtomicBool>,
     abandon: Arc<AtomicBool>,
-) {
-    let tickers = Rc::new(RefCell::new(Interner::default()));
-    let telemetry = Rc::new(RefCell::new(telemetry));
-    let mut tasks = Vec::with_capacity(plan.sessions.len());
-    for (conn_id, config) in plan.sessions {
-        let markets = u64::try_from(config.markets.len()).unwrap_or(u64::MAX);
-        let mut sink = RingSink {
-            ring: Arc::clone(&ring),
+    gap_hints: Option<Arc<ArrayQueue<Arc<str>>>>,
+    tickers: Rc<RefCell<Interner>>,
+    telemetry: Rc<RefCell<ShardTelemetry>>,
+    conns: Vec<ShardConn>,
+    /// Market → index in `conns`.
+    owner: HashMap<Arc<str>, usize>,
+    budget_warned: bool,
+}
+
+impl Shard {
+    fn sink(&self, conn_id: u64, state: Rc<ConnState>) -> RingSink {
+        RingSink {
+            ring: Arc::clone(&self.ring),
             conn_id,
-            tickers: Rc::clone(&tickers),
-            counters: Arc::clone(&counters),
-            abandon: Arc::clone(&abandon),
-            telemetry: Rc::clone(&telemetry),
-            markets,
-            up: false,
+            tickers: Rc::clone(&self.tickers),
+            counters: Arc::clone(&self.counters),
+            abandon: Arc::clone(&self.abandon),
+            telemetry: Rc::clone(&self.telemetry),
+            state,
+            gap_hints: self.gap_hints.clone(),
             connected_once: false,
-        };
-        let signer = Arc::clone(&signer);
-        let counters = Arc::clone(&counters);
-        tasks.push(glommio::spawn_local(async move {
-            if let Err(e) = conn::run(&config, &signer, &mut sink).await {
+        }
+    }
+
+    /// Starts a session on `config` with `markets` and records it as a connection (`counted`:
+    /// already in the shard's market and connection counters).
+    fn open(&mut self, conn_id: u64, config: SessionConfig, markets: Vec<String>, counted: bool) {
+        let state = Rc::new(ConnState::default());
+        let (handle, session_markets) = conn::markets_channel(markets.iter().cloned());
+        let mut sink = self.sink(conn_id, Rc::clone(&state));
+        let signer = Arc::clone(&self.signer);
+        let counters = Arc::clone(&self.counters);
+        let task = glommio::spawn_local(async move {
+            if let Err(e) = conn::run_with(&config, &signer, &mut sink, &session_markets).await {
                 tracing::error!(conn_id, "session gave up: {e}");
                 counters.set_fatal(format!("connection {conn_id}: {e}"));
             }
-        }));
+        });
+        let index = self.conns.len();
+        for m in &markets {
+            let t = self.tickers.borrow_mut().get(m);
+            self.owner.insert(t, index);
+        }
+        self.conns.push(ShardConn { conn_id, handle, state, task });
+        if counted {
+            self.conns[index].state.markets.set(u64::try_from(markets.len()).unwrap_or(u64::MAX));
+        } else {
+            self.set_markets(index, markets.len());
+            ShardCounters::add(&self.counters.connections, 1);
+        }
     }
+
+    /// Sets connection `index`'s market count (and the markets-up gauge if it is up).
+    fn set_markets(&self, index: usize, n: usize) {
+        let Some(c) = self.conns.get(index) else { return };
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let old = c.state.markets.replace(n);
+        if c.state.up.get() {
+            ShardCounters::add(&self.counters.markets_up, n);
+            self.counters.markets_up.fetch_sub(old, Ordering::Relaxed);
+        }
+        if n >= old {
+            ShardCounters::add(&self.counters.markets, n - old);
+        } else {
+            self.counters.markets.fetch_sub(old - n, Ordering::Relaxed);
+        }
+    }
+
+    /// Where a new market goes: the first connection with room, else a new connection, else
+    /// (connection budget spent) the least-loaded connection.
+    fn place(&mut self) -> usize {
+        if let Some(i) =
+            self.conns.iter().position(|c| c.handle.len() < self.markets_per_connection)
+        {
+            return i;
+        }
+        if let Some(conn_id) = self.connections.open() {
+            let mut config = self.template.clone();
+            config.jitter_seed = conn_id;
+            self.open(conn_id, config, Vec::new(), false);
+            tracing::info!(shard = self.index, conn_id, "connection opened for new markets");
+            return self.conns.len() - 1;
+        }
+        if !self.budget_warned {
+            self.budget_warned = true;
+            tracing::warn!(
+                shard = self.index,
+                "connections_per_key reached: new markets go to the least-loaded connection \
+                 beyond markets_per_connection"
+            );
+        }
+        self.conns.iter().enumerate().min_by_key(|(_, c)| c.handle.len()).map_or(0, |(i, _)| i)
+    }
+
+    fn apply(&mut self, command: ShardCommand) {
+        match command {
+            ShardCommand::Add(markets) => {
+                let mut per_conn: HashMap<usize, Vec<Arc<str>>> = HashMap::new();
+                for m in markets {
+                    if self.owner.contains_key(&m) {
+                        continue;
+                    }
+                    let i = self.place();
+                    if i >= self.conns.len() {
+                        // No connection could be opened at all (zero budget): nothing to do.
+                        continue;
+                    }
+                    let t = self.tickers.borrow_mut().get(&m);
+                    self.owner.insert(t, i);
+                    // Counted now so `place` sees the connection fill up within this batch.
+                    self.conns[i].handle.add([&*m]);
+                    per_conn.entry(i).or_default().push(m);
+                }
+                for i in per_conn.keys() {
+                    self.set_markets(*i, self.conns[*i].handle.len());
+                }
+            }
+            ShardCommand::Remove(markets) => {
+                let mut touched = HashSet::new();
+                for m in markets {
+                    let Some(i) = self.owner.remove(&m) else { continue };
+                    self.conns[i].handle.remove([&*m]);
+                    touched.insert(i);
+                }
+                for i in touched {
+                    self.set_markets(i, self.conns[i].handle.len());
+                }
+            }
+        }
+    }
+}
+
+async fn run_shard(
+    mut shard: Shard,
+    sessions: Vec<(u64, SessionConfig)>,
+    control: Option<Receiver<ShardCommand>>,
+    lifecycle: Option<LifecyclePlan>,
+    stop: Arc<AtomicBool>,
+) {
+    for (conn_id, config) in sessions {
+        let markets = config.markets.clone();
+        shard.open(conn_id, config, markets, true);
+    }
+    let lifecycle_task = lifecycle.map(|plan| {
+        let LifecyclePlan { conn_id, config, notes } = plan;
+        let state = Rc::new(ConnState::default());
+        let mut sink = LifecycleSink { inner: shard.sink(conn_id, state), notes };
+        let signer = Arc::clone(&shard.signer);
+        let counters = Arc::clone(&shard.counters);
+        glommio::spawn_local(async move {
+            if let Err(e) = conn::run(&config, &signer, &mut sink).await {
+                tracing::error!(conn_id, "lifecycle session gave up: {e}");
+                counters.set_fatal(format!("connection {conn_id} (lifecycle): {e}"));
+            }
+        })
+    });
+    let mut control = control;
     while !stop.load(Ordering::Acquire) {
+        if let Some(rx) = &control {
+            loop {
+                match rx.try_recv() {
+                    Ok(command) => shard.apply(command),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        control = None;
+                        break;
+                    }
+                }
+            }
+        }
         glommio::timer::sleep(STOP_POLL).await;
-        telemetry.borrow_mut().tick(ring.len(), telemetry::wall_ns(), false);
+        shard.telemetry.borrow_mut().tick(shard.ring.len(), telemetry::wall_ns(), false);
     }
-    for task in tasks {
+    for c in shard.conns.drain(..) {
+        c.task.cancel().await;
+        drop(c.handle);
+    }
+    if let Some(task) = lifecycle_task {
         task.cancel().await;
     }
-    telemetry.borrow_mut().tick(ring.len(), telemetry::wall_ns(), true);
+    shard.telemetry.borrow_mut().tick(shard.ring.len(), telemetry::wall_ns(), true);
+}
+
+/// The lifecycle session's sink: everything goes to the ring as on any connection (lifecycle
+/// rows are stored), and market lifecycle events also go to the registry thread; a gap on the
+/// lifecycle stream (a lost lifecycle message) asks the registry for a reconciliation.
+struct LifecycleSink {
+    inner: RingSink,
+    notes: Arc<super::driver::LifecycleQueue>,
+}
+
+impl SessionSink for LifecycleSink {
+    fn event(&mut self, received: &Received<'_>) -> Flow {
+        if let kdp_engine::event::Event::MarketLifecycle(l) = received.event {
+            self.notes.note(l);
+        }
+        self.inner.event(received)
+    }
+    fn gap(&mut self, marker: &GapMarker<'_>) -> Flow {
+        self.notes.lost();
+        self.inner.gap(marker)
+    }
+    fn unparsed(&mut self, frame: &[u8], ts_recv_ns: u64, why: &str) -> Flow {
+        self.inner.unparsed(frame, ts_recv_ns, why)
+    }
+    fn status(&mut self, status: &Status) -> Flow {
+        self.inner.status(status)
+    }
+    fn frame_received(&mut self, ts_recv_ns: u64) {
+        self.inner.frame_received(ts_recv_ns);
+    }
+}
+
+impl std::fmt::Debug for ShardConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardConn").field("conn_id", &self.conn_id).finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]
@@ -483,8 +787,8 @@ mod tests {
             counters: Arc::clone(counters),
             abandon: Arc::new(AtomicBool::new(false)),
             telemetry: Rc::new(RefCell::new(test_telemetry())),
-            markets: 1,
-            up: false,
+            state: Rc::default(),
+            gap_hints: None,
             connected_once: false,
         }
     }
@@ -514,7 +818,7 @@ mod tests {
         assert_eq!(sink.push(raw(2)), Flow::Continue);
         assert_eq!(drainer.join().ok().flatten(), Some(raw(1)));
         assert_eq!(ring.pop(), Some(raw(2)));
-        let stats = counters.snapshot(0, 0, 0);
+        let stats = counters.snapshot(0);
         assert_eq!((stats.records, stats.ring_full_stalls), (2, 1));
     }
 
@@ -526,6 +830,6 @@ mod tests {
         assert_eq!(sink.push(raw(1)), Flow::Continue);
         sink.abandon.store(true, Ordering::Release);
         assert_eq!(sink.push(raw(2)), Flow::Stop);
-        assert_eq!(counters.snapshot(0, 0, 0).records, 1);
+        assert_eq!(counters.snapshot(0).records, 1);
     }
 }

@@ -147,6 +147,7 @@ pub struct Registry {
     paused: bool,
     next_status_ns: i64,
     next_reconcile_ns: i64,
+    listings: u64,
 }
 
 impl Registry {
@@ -162,6 +163,7 @@ impl Registry {
             paused: false,
             next_status_ns: i64::MIN,
             next_reconcile_ns: i64::MIN,
+            listings: 0,
         }
     }
 
@@ -187,6 +189,11 @@ impl Registry {
         all
     }
 
+    /// Complete listings applied by [`Registry::poll`] (the discovery, then reconciliations).
+    pub fn listings(&self) -> u64 {
+        self.listings
+    }
+
     /// Whether the last status check found the exchange inactive.
     pub fn is_paused(&self) -> bool {
         self.paused
@@ -203,7 +210,17 @@ impl Registry {
         event: &MarketLifecycle<'_>,
         now_ns: i64,
     ) -> Option<RegistryChange> {
-        let (status, terminal) = match event.kind {
+        self.on_lifecycle_kind(event.market, &event.kind, now_ns)
+    }
+
+    /// [`Registry::on_lifecycle`] for a market's ticker and event kind.
+    pub fn on_lifecycle_kind(
+        &mut self,
+        market: &str,
+        kind: &LifecycleKind<'_>,
+        now_ns: i64,
+    ) -> Option<RegistryChange> {
+        let (status, terminal) = match kind {
             LifecycleKind::Created => (ListStatus::Unopened, false),
             LifecycleKind::Activated => (ListStatus::Open, false),
             LifecycleKind::Deactivated => (ListStatus::Paused, false),
@@ -212,8 +229,8 @@ impl Registry {
             _ => return None,
         };
         let wanted = self.wanted.contains(&status)
-            || (event.kind == LifecycleKind::Created && self.wanted.contains(&ListStatus::Open));
-        let ticker: Arc<str> = Arc::from(event.market);
+            || (*kind == LifecycleKind::Created && self.wanted.contains(&ListStatus::Open));
+        let ticker: Arc<str> = Arc::from(market);
         self.decisions.insert(ticker.clone(), Decision { at_ns: now_ns, terminal });
         let mut change = RegistryChange::default();
         if wanted {
@@ -317,6 +334,7 @@ impl Registry {
             let listing = list(client, &self.cfg.statuses, now_ns)?;
             self.next_reconcile_ns = now_ns.saturating_add(self.cfg.reconcile_interval_ns);
             let change = self.apply_listing(listing);
+            self.listings += 1;
             if !change.is_empty() {
                 updates.push(RegistryUpdate::Change(change));
             }
