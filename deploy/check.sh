@@ -126,9 +126,10 @@ for path in sorted(pathlib.Path(sys.argv[2]).glob("*.toml")):
     unknown = set(config) - fields
     if unknown:
         problems.append(f"{path}: keys not in GathererConfig: {sorted(unknown)}")
-    for key in ("ws_url", "markets"):
-        if key not in config:
-            problems.append(f"{path}: missing {key}")
+    if "ws_url" not in config:
+        problems.append(f"{path}: missing ws_url")
+    if not config.get("markets") and "rest_url" not in config:
+        problems.append(f"{path}: no markets and no rest_url (nothing to capture)")
     cpus = config.get("shard_cpus", [])
     if len(set(cpus)) != len(cpus):
         problems.append(f"{path}: shard_cpus repeats a CPU")
