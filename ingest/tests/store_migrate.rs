@@ -25,8 +25,11 @@ fn tables(client: &mut postgres::Client) -> Vec<String> {
 fn gatherer_schema_applies_once_and_reruns_are_no_ops() {
     let (_db, mut client) = db();
     let first = migrate(&mut client, &GATHERER).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(first.applied.iter().map(|m| m.name).collect::<Vec<_>>(), ["0001_gatherer_tables"]);
-    assert_eq!(first.version, 1);
+    assert_eq!(
+        first.applied.iter().map(|m| m.name).collect::<Vec<_>>(),
+        ["0001_gatherer_tables", "0002_gatherer_runs"]
+    );
+    assert_eq!(first.version, 2);
     assert_eq!(
         tables(&mut client),
         [
@@ -36,6 +39,8 @@ fn gatherer_schema_applies_once_and_reruns_are_no_ops() {
             "gap",
             "market_lifecycle",
             "raw_frame",
+            "run",
+            "run_conn",
             "schema_migrations",
             "snapshot",
             "ticker",
@@ -43,21 +48,32 @@ fn gatherer_schema_applies_once_and_reruns_are_no_ops() {
         ]
     );
     let second = migrate(&mut client, &GATHERER).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((second.applied.len(), second.version), (0, 1));
+    assert_eq!((second.applied.len(), second.version), (0, 2));
     let recorded: Vec<(String, i32, String, String)> = client
-        .query("SELECT schema, version, name, checksum FROM schema_migrations", &[])
+        .query(
+            "SELECT schema, version, name, checksum FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .unwrap_or_else(|e| panic!("{e}"))
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     assert_eq!(
         recorded,
-        [(
-            "gatherer".to_string(),
-            1,
-            "0001_gatherer_tables".to_string(),
-            GATHERER.migrations[0].checksum()
-        )]
+        [
+            (
+                "gatherer".to_string(),
+                1,
+                "0001_gatherer_tables".to_string(),
+                GATHERER.migrations[0].checksum()
+            ),
+            (
+                "gatherer".to_string(),
+                2,
+                "0002_gatherer_runs".to_string(),
+                GATHERER.migrations[1].checksum()
+            )
+        ]
     );
 }
 
@@ -87,7 +103,7 @@ fn a_database_from_a_newer_build_is_refused() {
     client
         .execute(
             "INSERT INTO schema_migrations (schema, version, name, checksum) \
-             VALUES ('gatherer', 2, '0002_future', 'x')",
+             VALUES ('gatherer', 3, '0003_future', 'x')",
             &[],
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -95,8 +111,8 @@ fn a_database_from_a_newer_build_is_refused() {
     assert_eq!(
         error.as_deref(),
         Some(
-            "schema gatherer: the database has migration 2 (0002_future) applied, which this \
-             build does not know (it knows up to 1); use the kdp build that migrated it"
+            "schema gatherer: the database has migration 3 (0003_future) applied, which this \
+             build does not know (it knows up to 2); use the kdp build that migrated it"
         )
     );
 }

@@ -11,9 +11,9 @@ use crossbeam_queue::ArrayQueue;
 use kdp_engine::event::{BookSide, Level, Side};
 use kdp_engine::pg::testing::{TestDatabase, test_server};
 use kdp_ingest::store::{
-    DeltaRecord, EventLifecycleRecord, GapMarker, MarketLifecycleRecord, NOTIFY_CHANNEL, Origin,
-    RawFrame, RawReason, Record, SnapshotRecord, SnapshotSource, TickerRecord, TradeRecord, Writer,
-    WriterLimits, WriterOptions, WriterStats,
+    DeltaRecord, EventLifecycleRecord, GapKind, GapMarker, MarketLifecycleRecord, NOTIFY_CHANNEL,
+    Origin, RawFrame, RawReason, Record, SnapshotRecord, SnapshotSource, TickerRecord, TradeRecord,
+    Writer, WriterLimits, WriterOptions, WriterStats,
 };
 use postgres::fallible_iterator::FallibleIterator;
 
@@ -24,8 +24,12 @@ fn limits() -> WriterLimits {
 }
 
 fn start(db: &TestDatabase, rings: &[Arc<ArrayQueue<Record>>], limits: WriterLimits) -> Writer {
-    Writer::start(db.config(), rings.to_vec(), WriterOptions { limits, migrate: true })
-        .unwrap_or_else(|e| panic!("{e}"))
+    Writer::start(
+        db.config(),
+        rings.to_vec(),
+        WriterOptions { limits, migrate: true, ..WriterOptions::default() },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn ring(capacity: usize) -> Arc<ArrayQueue<Record>> {
@@ -319,7 +323,7 @@ fn every_record_kind_round_trips_exactly_with_contiguous_gseqs() {
         q(
             &mut c,
             "SELECT concat_ws('|', gseq, ts_recv_ns, conn_id, sid, expected_seq, got_seq, \
-                   ts_recv_last_good_ns, markets) FROM gap ORDER BY gseq",
+                   ts_recv_last_good_ns, markets, kind) FROM gap ORDER BY gseq",
         ),
         q(
             &mut c,
@@ -339,8 +343,8 @@ fn every_record_kind_round_trips_exactly_with_contiguous_gseqs() {
             "9|77|rest|KXTEST-26NOV29-B42|{}|{}|{990000}|{1}",
             "4|KXTEST-26NOV29-B42|determined|t|1|3|yes|1000000|{\"event_type\":\"determined\"}",
             "10|7|KXTEST-26NOV29|{\"event_ticker\":\"KXTEST-26NOV29\"}",
-            "5|900|7|3|8|11|800|{KXTEST-26NOV29-B42,KXOTHER}",
-            "11|901|8|4|1|{}",
+            "5|900|7|3|8|11|800|{KXTEST-26NOV29-B42,KXOTHER}|seq",
+            "11|901|8|4|1|{}|seq",
             "6|1000|7|f|new_channel|7b2274797065223a226e65775f6368616e6e656c227d",
             "12|1001|7|t|bad price|ff007b",
         ]
@@ -363,17 +367,55 @@ fn identical_deltas_stay_separate_rows_and_a_restart_resumes_gseq() {
     wait_stats(&writer, "3 rows committed", |s| s.last_committed_gseq == 3);
     let first = writer.shutdown().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first.rows.delta, 3);
+    assert_eq!((first.restart_gap, first.clean_stop), (None, true), "a fresh database: no gap");
 
+    // After a clean stop the restart is a 'restart' gap with the next gseq, then the numbering
+    // goes on after it.
     let writer = start(&db, &rings, limits());
     let mut listener = listen(&db);
     wait_stats(&writer, "the restarted writer to connect", |s| s.connects == 1);
     for n in 2..=3 {
         push(&rings[0], delta(n, &market));
     }
-    wait_notified(&mut listener, 5);
-    writer.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    wait_notified(&mut listener, 6);
+    let second = writer.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(second.restart_gap, Some(GapKind::Restart));
+    assert_eq!((second.rows.gap, second.rows.delta, second.last_committed_gseq), (1, 2, 6));
     let mut c = db.connect().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(gseqs(&mut c, "delta"), [1, 2, 3, 4, 5]);
+    assert_eq!(gseqs(&mut c, "delta"), [1, 2, 3, 5, 6]);
+    let gap: Vec<String> = c
+        .query(
+            "SELECT concat_ws('|', g.gseq, g.kind, g.conn_id, g.sid, g.expected_seq, \
+                    g.got_seq IS NULL, g.ts_recv_last_good_ns = rc.last_recv_ns, \
+                    g.ts_recv_ns = r2.started_ns, g.markets) \
+             FROM gap g, run r1, run r2, run_conn rc \
+             WHERE r1.run_id = rc.run_id AND r1.first_gseq = 1 AND r2.first_gseq = 4",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(gap, ["4|restart|0|0|0|t|t|t|{}"]);
+    // The first run's progress is its one connection's last row, exactly (a clean stop).
+    let progress: Vec<(i64, i64, i64)> = c
+        .query(
+            "SELECT conn_id, last_gseq, last_recv_ns FROM run_conn ORDER BY run_id, conn_id",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let recv = |n: u64| origin(n).ts_recv_ns;
+    assert_eq!(progress, [(7, 3, recv(1)), (7, 6, recv(3))]);
+    let runs: Vec<(i64, Option<i64>)> = c
+        .query("SELECT first_gseq, last_gseq FROM run ORDER BY run_id", &[])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(runs, [(1, Some(3)), (4, Some(6))]);
     let seqs: Vec<i64> = c
         .query("SELECT seq FROM delta ORDER BY gseq", &[])
         .unwrap_or_else(|e| panic!("{e}"))
@@ -538,4 +580,60 @@ fn a_full_buffer_backs_up_into_full_rings_and_nothing_is_dropped() {
     let n = i64::try_from(accepted + 10).unwrap_or(0);
     assert_eq!(seqs, (1..=n).collect::<Vec<i64>>());
     assert_eq!(gseqs(&mut c, "delta"), (1..=n).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_run_without_a_clean_stop_is_a_crash_gap_from_its_earliest_connection() {
+    let db = TestDatabase::new().unwrap_or_else(|e| panic!("{e}"));
+    let market: Arc<str> = Arc::from("KXRUN");
+    let rings = [ring(16), ring(16)];
+    // Connection 7 last received at origin(5), connection 8 at origin(2) + 1.
+    push(&rings[0], delta(4, &market));
+    push(&rings[0], delta(5, &market));
+    let Record::Delta(mut other) = delta(2, &market) else { unreachable!() };
+    other.origin.conn_id = 8;
+    other.origin.ts_recv_ns += 1;
+    let other_recv = other.origin.ts_recv_ns;
+    push(&rings[1], Record::Delta(other));
+    let writer = start(&db, &rings, limits());
+    wait_stats(&writer, "3 rows committed", |s| s.last_committed_gseq == 3);
+    writer.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = db.connect().unwrap_or_else(|e| panic!("{e}"));
+    // As if the process had been killed: no clean-stop mark.
+    c.batch_execute("UPDATE run SET stopped_ns = NULL, last_gseq = NULL")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let markets: Arc<[Arc<str>]> = vec![Arc::clone(&market), Arc::from("KXALSO")].into();
+    let options = WriterOptions { limits: limits(), migrate: true, markets };
+    let writer =
+        Writer::start(db.config(), rings.to_vec(), options).unwrap_or_else(|e| panic!("{e}"));
+    let stats = wait_stats(&writer, "the restart gap", |s| s.run_id != 0);
+    assert_eq!(
+        (stats.restart_gap, stats.last_committed_gseq, stats.rows.gap),
+        (Some(GapKind::Crash), 4, 1)
+    );
+    push(&rings[0], delta(6, &market));
+    wait_stats(&writer, "the next row", |s| s.last_committed_gseq == 5);
+    writer.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    let gap: Vec<String> = c
+        .query(
+            "SELECT concat_ws('|', gseq, kind, conn_id, ts_recv_last_good_ns, markets) FROM gap",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(gap, [format!("4|crash|0|{other_recv}|{{KXRUN,KXALSO}}")]);
+    assert_eq!(gseqs(&mut c, "delta"), [1, 2, 3, 5]);
+    let batches: Vec<(i64, i64)> = c
+        .query("SELECT first_gseq, last_gseq FROM batch ORDER BY 1", &[])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(batches.first().map(|b| b.0), Some(1));
+    assert!(batches.windows(2).all(|w| w[1].0 == w[0].1 + 1), "batches tile 1..: {batches:?}");
+    assert_eq!(batches.last().map(|b| b.1), Some(5));
+    assert!(batches.contains(&(4, 4)), "the gap is its own batch: {batches:?}");
 }

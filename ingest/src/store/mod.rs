@@ -15,7 +15,7 @@ pub mod writer;
 
 pub use limits::{RING_CAPACITY, WriterLimits};
 pub use record::{
-    DeltaRecord, EventLifecycleRecord, GapMarker, MarketLifecycleRecord, Origin, RawFrame,
+    DeltaRecord, EventLifecycleRecord, GapKind, GapMarker, MarketLifecycleRecord, Origin, RawFrame,
     RawReason, Record, SnapshotRecord, SnapshotSource, TickerRecord, TradeRecord,
 };
 pub use schema::{GATHERER, NOTIFY_CHANNEL};

@@ -175,6 +175,49 @@ pub struct GapMarker {
     pub markets: Box<[Arc<str>]>,
 }
 
+/// What a gap row records (the `gap.kind` column, schema version 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapKind {
+    /// The sid's seq jumped, or its stream ended before the expected seq arrived.
+    Seq,
+    /// The server dropped the subscription (error 10/25).
+    SubscriptionLost,
+    /// The connection dropped.
+    Disconnect,
+    /// The gatherer was stopped cleanly and started again (written by the writer, never pushed).
+    Restart,
+    /// The gatherer's previous run ended without a clean stop (written by the writer).
+    Crash,
+}
+
+impl GapKind {
+    /// The column's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapKind::Seq => "seq",
+            GapKind::SubscriptionLost => "subscription_lost",
+            GapKind::Disconnect => "disconnect",
+            GapKind::Restart => "restart",
+            GapKind::Crash => "crash",
+        }
+    }
+}
+
+impl GapMarker {
+    /// The kind of a connection's gap, read from its documented shape: a disconnect has no sid
+    /// (`sid = 0`); a dropped subscription has `expected_seq = 0` and no `got_seq` (seqs start
+    /// at 1); anything else is a sequence gap.
+    pub fn kind(&self) -> GapKind {
+        if self.sid == 0 {
+            GapKind::Disconnect
+        } else if self.expected_seq == 0 && self.got_seq.is_none() {
+            GapKind::SubscriptionLost
+        } else {
+            GapKind::Seq
+        }
+    }
+}
+
 /// Why a frame is kept raw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawReason {
@@ -290,6 +333,23 @@ impl Record {
                 event_ticker: e.event_ticker.into(),
                 payload: e.payload.as_str().into(),
             })),
+        }
+    }
+
+    /// The gatherer connection the record came from (`None`: a REST snapshot).
+    pub fn conn_id(&self) -> Option<u64> {
+        match self {
+            Record::Delta(r) => Some(r.origin.conn_id),
+            Record::Trade(r) => Some(r.origin.conn_id),
+            Record::Ticker(r) => Some(r.origin.conn_id),
+            Record::Snapshot(r) => match r.source {
+                SnapshotSource::Ws(origin) => Some(origin.conn_id),
+                SnapshotSource::Rest { .. } => None,
+            },
+            Record::MarketLifecycle(r) => Some(r.origin.conn_id),
+            Record::EventLifecycle(r) => Some(r.origin.conn_id),
+            Record::Gap(r) => Some(r.conn_id),
+            Record::Raw(r) => Some(r.conn_id),
         }
     }
 

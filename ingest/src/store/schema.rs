@@ -5,11 +5,18 @@ use kdp_engine::pg::migrate::{Migration, Schema};
 /// The gatherer database's schema (`kdp migrate --schema gatherer`).
 pub const GATHERER: Schema = Schema {
     name: "gatherer",
-    migrations: &[Migration {
-        version: 1,
-        name: "0001_gatherer_tables",
-        sql: include_str!("../../migrations/gatherer/0001_gatherer_tables.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "0001_gatherer_tables",
+            sql: include_str!("../../migrations/gatherer/0001_gatherer_tables.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "0002_gatherer_runs",
+            sql: include_str!("../../migrations/gatherer/0002_gatherer_runs.sql"),
+        },
+    ],
 };
 
 /// The channel the writer notifies after each commit; the payload is the batch's last gseq.

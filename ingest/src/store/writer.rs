@@ -14,12 +14,23 @@
 //! batch whose COMMIT succeeded but whose acknowledgement was lost is not written twice. While
 //! the buffer is full the writer stops draining: producers see full rings. Nothing is dropped.
 //!
+//! Runs (schema version 2): the first connection of a writer records its run (`run` table) in
+//! one transaction before any row of the run is numbered. When the database already holds a
+//! history, that transaction also writes a **restart gap** with the next gseq: kind `restart`
+//! when the previous run ended with a clean stop, `crash` when it did not (killed, power lost),
+//! from the earliest per-connection last receive time of the previous run (`run_conn`, kept
+//! within `progress_interval_ms_max` of the truth, never ahead of it) to this run's start, for
+//! [`WriterOptions::markets`] (empty: every market of this gatherer). A connection's rows
+//! commit in its receive order, so a crash loses at most each connection's uncommitted tail,
+//! which lies inside that gap. [`Writer::shutdown`] ends with the clean-stop mark, in the same
+//! transaction as the final per-connection progress.
+//!
 //! Telemetry (optional, [`WriterTelemetry`]): the writer owns its own [`Recorder`]; at
 //! acknowledge it counts committed rows and records each row's frame-received → committed
 //! latency, per batch its size, and publishes on the recorder's timer from its loop.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,16 +44,19 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 
 use super::limits::WriterLimits;
-use super::record::{RawReason, Record, SnapshotSource};
+use super::record::{GapKind, RawReason, Record, SnapshotSource};
 use super::schema::{GATHERER, NOTIFY_CHANNEL};
 
 /// How to run a writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WriterOptions {
     /// Its bounds.
     pub limits: WriterLimits,
     /// Apply the gatherer migrations on every connect (schema "created at start").
     pub migrate: bool,
+    /// The markets this run captures, named by its restart gap. Empty: the gap names no market,
+    /// which means every market of this gatherer.
+    pub markets: Arc<[Arc<str>]>,
 }
 
 /// Rows committed per table.
@@ -110,6 +124,13 @@ pub struct WriterStats {
     pub last_commit_ns: u64,
     /// The last database error, for operators.
     pub last_error: Option<String>,
+    /// This run's `run.run_id` once recorded (0: not yet).
+    pub run_id: i64,
+    /// The kind of the gap this run wrote for the time before it (`None`: a fresh database, or
+    /// not recorded yet).
+    pub restart_gap: Option<GapKind>,
+    /// Whether the clean-stop mark was committed (set by [`Writer::shutdown`] only).
+    pub clean_stop: bool,
 }
 
 /// Why the writer stopped without flushing everything.
@@ -124,6 +145,12 @@ pub enum WriterError {
     /// The database's schema cannot be used by this build (not retried: it needs an operator).
     #[error("gatherer database schema refused: {0}")]
     Schema(#[source] MigrateError),
+    /// The database's schema is older than this build's and the writer may not migrate it.
+    #[error(
+        "gatherer database schema: table `{0}` is missing; run `kdp migrate --schema gatherer` \
+         (or start the writer with migrate on)"
+    )]
+    Outdated(&'static str),
     /// The writer thread panicked.
     #[error("the writer thread panicked")]
     Panicked,
@@ -176,6 +203,19 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// A key for this writer's `run` row, unique across processes and writers: its start time, the
+/// process id and a per-process count, mixed (splitmix64).
+fn run_token(started_ns: i64) -> i64 {
+    static WRITERS: AtomicU64 = AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, Ordering::Relaxed);
+    let mut x = u64::from_ne_bytes(started_ns.to_ne_bytes())
+        ^ (u64::from(std::process::id()) << 40)
+        ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    u64_bits(x ^ (x >> 31))
+}
+
 impl Writer {
     /// Starts the writer thread for the database `config` names, draining `rings`.
     pub fn start(
@@ -194,6 +234,8 @@ impl Writer {
         telemetry: Option<WriterTelemetry>,
     ) -> Result<Writer, WriterError> {
         options.limits.check().map_err(WriterError::Limits)?;
+        let limits = options.limits;
+        let started_ns = i64::try_from(wall_ns()).unwrap_or(i64::MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(WriterStats::default()));
         let mut config = config;
@@ -215,9 +257,14 @@ impl Writer {
             pending: VecDeque::new(),
             oldest: None,
             retry_at: None,
-            backoff: options.limits.backoff_min(),
+            backoff: limits.backoff_min(),
             next_ring: 0,
             stats: WriterStats::default(),
+            started_ns,
+            token: run_token(started_ns),
+            run_id: None,
+            progress: HashMap::new(),
+            progress_written: None,
         };
         let thread = thread::Builder::new()
             .name("kdp-writer".into())
@@ -272,6 +319,25 @@ struct Run {
     backoff: Duration,
     next_ring: usize,
     stats: WriterStats,
+    /// Wall-clock start, ns: the end of the restart gap.
+    started_ns: i64,
+    /// This writer's key for its `run` row.
+    token: i64,
+    /// The `run` row, once recorded.
+    run_id: Option<i64>,
+    /// Per connection, (gseq, receive time) of its last committed row. A connection enters the
+    /// map only through a batch that also wrote it to `run_conn`.
+    progress: HashMap<u64, (i64, i64)>,
+    /// When `run_conn` was last written.
+    progress_written: Option<Instant>,
+}
+
+/// What recording a run found.
+struct RunStart {
+    run_id: i64,
+    /// The last committed gseq afterwards (the restart gap's, when one was written).
+    committed: i64,
+    gap: Option<GapKind>,
 }
 
 impl Run {
@@ -286,6 +352,8 @@ impl Run {
             let flushed = self.client.is_some() && self.due(stopping) && self.flush();
             self.publish();
             if stopping && self.pending.is_empty() && self.rings.iter().all(|r| r.is_empty()) {
+                self.mark_clean_stop();
+                self.publish();
                 if let Some(t) = self.telemetry.as_mut() {
                     t.recorder.publish(wall_ns());
                 }
@@ -302,7 +370,37 @@ impl Run {
     /// succeeded though its answer was lost) are already durable and leave the buffer.
     fn connect(&mut self) -> Result<(), WriterError> {
         match self.try_connect() {
-            Ok((client, committed)) => {
+            Ok((mut client, mut committed)) => {
+                if self.run_id.is_none() {
+                    match self.start_run(&mut client, committed) {
+                        Ok(run) => {
+                            if run.committed > committed {
+                                self.stats.rows.gap += 1;
+                                if let Some(t) = self.telemetry.as_mut() {
+                                    t.recorder.incr(t.rows_committed);
+                                }
+                            }
+                            committed = run.committed;
+                            self.run_id = Some(run.run_id);
+                            self.stats.run_id = run.run_id;
+                            self.stats.restart_gap = run.gap;
+                            if let Some(kind) = run.gap {
+                                tracing::warn!(
+                                    kind = kind.as_str(),
+                                    gseq = committed,
+                                    run_id = run.run_id,
+                                    "gatherer restarted: the time since the previous run's \
+                                     last committed rows is recorded as a gap"
+                                );
+                            }
+                        }
+                        Err(error) => {
+                            self.stats.connect_failures += 1;
+                            self.fail(format!("record the run: {}", describe(&error)));
+                            return Ok(());
+                        }
+                    }
+                }
                 self.client = Some(client);
                 self.retry_at = None;
                 self.stats.connects += 1;
@@ -312,6 +410,7 @@ impl Run {
                 Ok(())
             }
             Err(ConnectError::Schema(error)) => Err(WriterError::Schema(error)),
+            Err(ConnectError::Outdated(table)) => Err(WriterError::Outdated(table)),
             Err(ConnectError::Db(message)) => {
                 self.stats.connect_failures += 1;
                 self.fail(message);
@@ -328,11 +427,120 @@ impl Run {
                 other => ConnectError::Schema(other),
             })?;
         }
-        let committed: i64 = client
-            .query_one("SELECT coalesce(max(last_gseq), 0) FROM batch", &[])
-            .map_err(|e| ConnectError::db("read the last committed gseq", e))?
-            .get(0);
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(last_gseq), 0), to_regclass('run') IS NULL, \
+                 to_regclass('run_conn') IS NULL FROM batch",
+                &[],
+            )
+            .map_err(|e| ConnectError::db("read the last committed gseq", e))?;
+        let (committed, no_run, no_run_conn): (i64, bool, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        if no_run || no_run_conn {
+            return Err(ConnectError::Outdated(if no_run { "run" } else { "run_conn" }));
+        }
         Ok((client, committed))
+    }
+
+    /// Records this run in one transaction: when the database already has a history, a restart
+    /// gap with gseq `committed + 1` (its own one-row batch, notified), then the `run` row. A
+    /// run found by its token was recorded by an attempt whose COMMIT answer was lost.
+    fn start_run(&self, client: &mut Client, committed: i64) -> Result<RunStart, postgres::Error> {
+        let mut tx = client.transaction()?;
+        if let Some(row) =
+            tx.query_opt("SELECT run_id, first_gseq FROM run WHERE token = $1", &[&self.token])?
+        {
+            let (run_id, first): (i64, i64) = (row.get(0), row.get(1));
+            let kind: Option<String> = tx
+                .query_opt("SELECT kind FROM gap WHERE gseq = $1 AND conn_id = 0", &[&first])?
+                .map(|r| r.get(0));
+            tx.commit()?;
+            let gap = kind.map(|k| if k == "restart" { GapKind::Restart } else { GapKind::Crash });
+            return Ok(RunStart { run_id, committed, gap });
+        }
+        let previous = tx.query_opt(
+            "SELECT run_id, started_ns, stopped_ns IS NOT NULL FROM run \
+             ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )?;
+        let gap = match previous {
+            Some(row) => {
+                let (run_id, started_ns, clean): (i64, i64, bool) =
+                    (row.get(0), row.get(1), row.get(2));
+                let last_good: Option<i64> = tx
+                    .query_one(
+                        "SELECT min(last_recv_ns) FROM run_conn WHERE run_id = $1",
+                        &[&run_id],
+                    )?
+                    .get(0);
+                let kind = if clean { GapKind::Restart } else { GapKind::Crash };
+                Some((kind, Some(last_good.unwrap_or(started_ns))))
+            }
+            // Rows written before runs were recorded: how that run ended, and when its
+            // connections last received, is unknown.
+            None if committed > 0 => Some((GapKind::Crash, None)),
+            None => None,
+        };
+        let first = committed + 1;
+        if let Some((kind, last_good)) = gap {
+            let markets: Vec<&str> = self.options.markets.iter().map(|m| &**m).collect();
+            tx.execute(
+                "INSERT INTO gap (gseq, ts_recv_ns, conn_id, sid, expected_seq, got_seq, \
+                 ts_recv_last_good_ns, markets, kind) VALUES ($1, $2, 0, 0, 0, NULL, $3, $4, $5)",
+                &[&first, &self.started_ns, &last_good, &markets, &kind.as_str()],
+            )?;
+            tx.execute(
+                "INSERT INTO batch (last_gseq, first_gseq, rows) VALUES ($1, $1, 1)",
+                &[&first],
+            )?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &first.to_string()])?;
+        }
+        let run_id: i64 = tx
+            .query_one(
+                "INSERT INTO run (token, started_ns, first_gseq) VALUES ($1, $2, $3) \
+                 RETURNING run_id",
+                &[&self.token, &self.started_ns, &first],
+            )?
+            .get(0);
+        tx.commit()?;
+        let committed = if gap.is_some() { first } else { committed };
+        Ok(RunStart { run_id, committed, gap: gap.map(|(kind, _)| kind) })
+    }
+
+    /// The last transaction of a clean stop: the final per-connection progress and the run's
+    /// stop time and last gseq. Tried once (reconnecting once if needed): if it cannot be
+    /// written, the next start reports this stop as a crash, the cautious reading.
+    fn mark_clean_stop(&mut self) {
+        let Some(run_id) = self.run_id else { return };
+        if self.client.is_none()
+            && let Err(error) = self.connect()
+        {
+            tracing::warn!(%error, "cannot mark the clean stop; the next start reports a crash");
+            return;
+        }
+        let progress = progress_rows(&self.progress, &HashMap::new());
+        let last_gseq = self.stats.last_committed_gseq;
+        let stopped_ns = i64::try_from(wall_ns()).unwrap_or(i64::MAX);
+        let Some(client) = self.client.as_mut() else {
+            tracing::warn!("database unreachable at stop; the next start reports a crash");
+            return;
+        };
+        let marked = (|| {
+            let mut tx = client.transaction()?;
+            write_progress(&mut tx, run_id, &progress)?;
+            tx.execute(
+                "UPDATE run SET stopped_ns = $2, last_gseq = $3 WHERE run_id = $1",
+                &[&run_id, &stopped_ns, &last_gseq],
+            )?;
+            tx.commit()
+        })();
+        match marked {
+            Ok(()) => self.stats.clean_stop = true,
+            Err(error) => tracing::warn!(
+                error = %describe(&error),
+                "cannot mark the clean stop; the next start reports a crash"
+            ),
+        }
     }
 
     /// Records a failure: drops the connection and schedules the next attempt.
@@ -394,10 +602,23 @@ impl Run {
             self.pending.make_contiguous();
         }
         let batch = &self.pending.as_slices().0[..rows];
+        let batch_progress = last_per_conn(batch);
+        let persist = self.run_id.filter(|_| {
+            batch_progress.keys().any(|c| !self.progress.contains_key(c))
+                || self
+                    .progress_written
+                    .is_none_or(|at| at.elapsed() >= self.options.limits.progress_interval())
+        });
+        let progress =
+            persist.map(|run_id| (run_id, progress_rows(&self.progress, &batch_progress)));
         let Some(client) = self.client.as_mut() else { return false };
-        match write_batch(client, batch) {
+        match write_batch(client, batch, progress.as_ref().map(|(id, rows)| (*id, &rows[..]))) {
             Ok(()) => {
                 let last = batch[rows - 1].0;
+                self.progress.extend(batch_progress);
+                if persist.is_some() {
+                    self.progress_written = Some(Instant::now());
+                }
                 self.stats.last_commit_ns = wall_ns();
                 if let Some(t) = self.telemetry.as_mut() {
                     t.recorder.record(t.batch_rows, u64::try_from(rows).unwrap_or(u64::MAX));
@@ -462,6 +683,58 @@ impl Run {
 enum ConnectError {
     Db(String),
     Schema(MigrateError),
+    Outdated(&'static str),
+}
+
+/// A `run_conn` row: (conn_id stored bit for bit, last gseq, last receive time ns).
+type ProgressRow = (i64, i64, i64);
+
+/// Per connection in `batch`, the (gseq, receive time) of its last row.
+fn last_per_conn(batch: &[(i64, Record)]) -> HashMap<u64, (i64, i64)> {
+    let mut last = HashMap::new();
+    for (gseq, record) in batch {
+        if let Some(conn) = record.conn_id() {
+            last.insert(conn, (*gseq, record.ts_recv_ns()));
+        }
+    }
+    last
+}
+
+/// `known` updated with `batch`, as (conn_id, last gseq, last receive time) rows in conn order.
+fn progress_rows(
+    known: &HashMap<u64, (i64, i64)>,
+    batch: &HashMap<u64, (i64, i64)>,
+) -> Vec<ProgressRow> {
+    let mut rows: Vec<ProgressRow> = known
+        .iter()
+        .filter(|(conn, _)| !batch.contains_key(conn))
+        .chain(batch)
+        .map(|(conn, (gseq, recv))| (u64_bits(*conn), *gseq, *recv))
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// Upserts the run's per-connection progress.
+fn write_progress(
+    tx: &mut Transaction<'_>,
+    run_id: i64,
+    rows: &[ProgressRow],
+) -> Result<(), postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let conns: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let gseqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let recvs: Vec<i64> = rows.iter().map(|r| r.2).collect();
+    tx.execute(
+        "INSERT INTO run_conn (run_id, conn_id, last_gseq, last_recv_ns) \
+         SELECT $1, c, g, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u(c, g, r) \
+         ON CONFLICT (run_id, conn_id) DO UPDATE \
+         SET last_gseq = excluded.last_gseq, last_recv_ns = excluded.last_recv_ns",
+        &[&run_id, &conns, &gseqs, &recvs],
+    )?;
+    Ok(())
 }
 
 impl ConnectError {
@@ -479,8 +752,13 @@ fn describe(error: &postgres::Error) -> String {
     }
 }
 
-/// One transaction: COPY each table's rows, log the batch, notify, commit.
-fn write_batch(client: &mut Client, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+/// One transaction: COPY each table's rows, log the batch, the run's per-connection progress
+/// when given, notify, commit.
+fn write_batch(
+    client: &mut Client,
+    batch: &[(i64, Record)],
+    progress: Option<(i64, &[ProgressRow])>,
+) -> Result<(), postgres::Error> {
     let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) else {
         return Ok(());
     };
@@ -499,6 +777,9 @@ fn write_batch(client: &mut Client, batch: &[(i64, Record)]) -> Result<(), postg
         "INSERT INTO batch (last_gseq, first_gseq, rows) VALUES ($1, $2, $3)",
         &[last, first, &rows],
     )?;
+    if let Some((run_id, rows)) = progress {
+        write_progress(&mut tx, run_id, rows)?;
+    }
     tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &last.to_string()])?;
     tx.commit()
 }
@@ -805,7 +1086,7 @@ fn copy_gaps(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), po
     copy_rows(
         tx,
         "COPY gap (gseq, ts_recv_ns, conn_id, sid, expected_seq, got_seq, \
-         ts_recv_last_good_ns, markets) FROM STDIN (FORMAT binary)",
+         ts_recv_last_good_ns, markets, kind) FROM STDIN (FORMAT binary)",
         &[
             Type::INT8,
             Type::INT8,
@@ -815,6 +1096,7 @@ fn copy_gaps(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), po
             Type::INT8,
             Type::INT8,
             Type::TEXT_ARRAY,
+            Type::TEXT,
         ],
         batch,
         |r| if let Record::Gap(g) = r { Some(&**g) } else { None },
@@ -829,6 +1111,7 @@ fn copy_gaps(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), po
                 &g.got_seq.map(u64_bits),
                 &g.ts_recv_last_good_ns,
                 &markets,
+                &g.kind().as_str(),
             ])
         },
     )
