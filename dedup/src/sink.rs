@@ -131,16 +131,33 @@ const STAGING_TABLES: &str = "\
     CREATE TEMP TABLE IF NOT EXISTS stage_snapshot (LIKE snapshot) ON COMMIT DELETE ROWS;\
     CREATE TEMP TABLE IF NOT EXISTS stage_gatherer_gap (LIKE gatherer_gap) ON COMMIT DELETE ROWS;";
 
+/// The refusal raised when a batch would not move a cursor forward (a batch written twice).
+const CURSOR_NOT_ADVANCED: &str = "a dedup cursor would not advance: batch already written";
+
 /// Production tables in write order.
 const TABLES: [&str; 7] =
     ["delta", "trade", "ticker", "market_lifecycle", "event_lifecycle", "snapshot", "gatherer_gap"];
 
 fn pg_error(what: &'static str, error: &postgres::Error, client_closed: bool) -> SinkError {
+    if let Some(db) = error.as_db_error()
+        && db.code() == &SqlState::RAISE_EXCEPTION
+        && db.message() == CURSOR_NOT_ADVANCED
+    {
+        return SinkError::Cursors(CURSOR_NOT_ADVANCED.into());
+    }
     let message = match error.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => error.to_string(),
     };
-    SinkError::Postgres { what, message, connection_lost: client_closed || error.is_closed() }
+    let connection_lost = client_closed
+        || error.is_closed()
+        || error.as_db_error().is_some_and(|db| {
+            // Class 08: connection exception; class 57: operator intervention (the server
+            // terminated the session or is shutting down); FATAL ends the session.
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57") || db.severity() == "FATAL"
+        });
+    SinkError::Postgres { what, message, connection_lost }
 }
 
 fn is_unique_violation(error: &postgres::Error) -> bool {
@@ -327,15 +344,7 @@ impl Sink {
                     self.write_staged(batch)
                 }
             }
-            Err(error) => {
-                let closed = client.is_closed();
-                Err(match error.as_db_error() {
-                    Some(db) if db.code() == &SqlState::RAISE_EXCEPTION => {
-                        SinkError::Cursors(db.message().to_owned())
-                    }
-                    _ => pg_error("write the batch", &error, closed),
-                })
-            }
+            Err(error) => Err(pg_error("write the batch", &error, client.is_closed())),
         };
         match result {
             Ok(Written::Direct { rows }) => {
@@ -348,9 +357,10 @@ impl Sink {
                 self.stats.rows_conflicted += conflicts;
             }
             Ok(Written::AlreadyCommitted) => {}
-            Err(_) => {
+            Err(ref error) => {
                 self.stats.failures += 1;
-                if self.client.as_ref().is_some_and(Client::is_closed) {
+                if matches!(error, SinkError::Postgres { connection_lost: true, .. }) {
+                    // Reconnect next time, and learn from the cursors whether this committed.
                     self.client = None;
                 }
             }
@@ -452,7 +462,7 @@ fn update_cursors(tx: &mut Transaction<'_>, batch: &Batch) -> Result<(), postgre
         &[&gatherers, &gseqs],
     )?;
     if moved != gatherers.len() as u64 {
-        tx.execute("DO $$ BEGIN RAISE EXCEPTION 'a dedup cursor would not advance'; END $$", &[])?;
+        tx.batch_execute(&format!("DO $$ BEGIN RAISE EXCEPTION '{CURSOR_NOT_ADVANCED}'; END $$"))?;
     }
     Ok(())
 }
