@@ -304,6 +304,20 @@ impl Default for ExchangeStatusFlags {
     }
 }
 
+/// Requests the REST request log keeps (oldest dropped first): a test reads a few hundred; the
+/// bound keeps a long demo run's memory flat (~1.5 MiB).
+pub const REQUEST_LOG_MAX: usize = 65_536;
+
+/// One request as the REST server saw it: when it arrived and what status it got from the
+/// gate (rate limiter and forced faults; 0 = passed on to the endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestRequest {
+    /// Arrival time.
+    pub at: Instant,
+    /// 429/500/503 from the gate, or 0 when the request reached its endpoint.
+    pub gate_status: u16,
+}
+
 /// Fault switches shared between the REST server and the simulator's control plane (cheap
 /// clone). Forced failures are queued bursts: `fail_next(3, ServiceUnavailable)` then
 /// `fail_next(2, TooManyRequests)` answers the next three requests with 503 and the two after
@@ -314,6 +328,11 @@ pub struct RestFaults(Arc<Mutex<FaultState>>);
 #[derive(Debug, Default)]
 struct FaultState {
     bursts: VecDeque<(u32, RestFault)>,
+    /// Every request's arrival and answer status, newest last (at most [`REQUEST_LOG_MAX`]).
+    log: VecDeque<RestRequest>,
+    /// Requests seen, and of those refused by the rate limiter (not by a forced fault).
+    requests: u64,
+    rate_limited: u64,
     status: ExchangeStatusFlags,
     /// A WebSocket outage in progress: when it ends, and that time as wall-clock ns.
     outage: Option<(Instant, i64)>,
@@ -376,6 +395,29 @@ impl RestFaults {
             }
             None => status,
         }
+    }
+
+    /// Requests seen so far, and of those refused by the rate limiter with 429.
+    pub fn request_counts(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.requests, state.rate_limited)
+    }
+
+    /// The request log, oldest first (the last [`REQUEST_LOG_MAX`]).
+    pub fn request_log(&self) -> Vec<RestRequest> {
+        self.lock().log.iter().copied().collect()
+    }
+
+    fn record(&self, gate_status: u16, limited: bool) {
+        let mut state = self.lock();
+        state.requests += 1;
+        if limited {
+            state.rate_limited += 1;
+        }
+        if state.log.len() >= REQUEST_LOG_MAX {
+            state.log.pop_front();
+        }
+        state.log.push_back(RestRequest { at: Instant::now(), gate_status });
     }
 
     /// Takes the next forced failure, if any.
@@ -1480,9 +1522,18 @@ pub fn router<Q: ExchangeQuery>(query: Q, cfg: RestConfig, faults: RestFaults) -
 /// Rate limiter, then forced faults, then the endpoint.
 async fn gate<Q: ExchangeQuery>(State(st): St<Q>, req: Request, next: Next) -> Response {
     if st.limiter.as_ref().is_some_and(|l| !l.try_take()) {
+        st.faults.record(429, true);
         return too_many_requests();
     }
-    match st.faults.take() {
+    let fault = st.faults.take();
+    let status = match fault {
+        Some(RestFault::TooManyRequests) => 429,
+        Some(RestFault::InternalError) => 500,
+        Some(RestFault::ServiceUnavailable) => 503,
+        None => 0,
+    };
+    st.faults.record(status, false);
+    match fault {
         Some(RestFault::TooManyRequests) => too_many_requests(),
         Some(RestFault::InternalError) => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,

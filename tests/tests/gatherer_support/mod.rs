@@ -39,6 +39,12 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(seed: u64) -> Sim {
+        Sim::start_with(market_config(seed), false)
+    }
+
+    /// The simulator on `market`, with its REST server when `rest` is set.
+    pub fn start_with(market: MarketConfig, rest: bool) -> Sim {
+        let seed = market.seed;
         println!("simulator seed {seed:#x}");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -56,9 +62,11 @@ impl Sim {
             .unwrap();
         key.write_all(demo.private_pkcs8_pem.as_bytes()).unwrap();
         let truth_path = dir.path().join("truth.bin");
-        let mut cfg = SimConfig::new(market_config(seed), dir.path().join("sim-cert.pem"));
+        let mut cfg = SimConfig::new(market, dir.path().join("sim-cert.pem"));
         cfg.clock = Clock::Manual;
-        cfg.rest_addr = None;
+        if !rest {
+            cfg.rest_addr = None;
+        }
         cfg.truth_path = Some(truth_path.clone());
         cfg.keys.insert_pem(KEY_ID, &demo.public_spki_pem).unwrap();
         let handle = rt.block_on(Simulator::start(cfg)).unwrap();
@@ -109,33 +117,6 @@ impl Sim {
         config.markets = markets;
         config.channels = channels.iter().map(|c| (*c).to_owned()).collect();
         config
-    }
-
-    /// The same gatherer as [`Sim::gatherer_config`] as a TOML file's text, for a `kdp gatherer`
-    /// process (telemetry off, so parallel processes do not share a port).
-    pub fn gatherer_toml(
-        &self,
-        db: &TestDatabase,
-        markets: &[String],
-        channels: &[&str],
-    ) -> String {
-        let port = self.handle.wss_addr().unwrap().port();
-        format!(
-            "ws_url = \"wss://localhost:{port}/trade-api/ws/v2\"\n\
-             key_id = \"{KEY_ID}\"\n\
-             private_key_path = {key:?}\n\
-             ca_cert_path = {ca:?}\n\
-             database_url = {url:?}\n\
-             shard_count = 2\n\
-             markets_per_connection = 6\n\
-             markets_per_subscription = 4\n\
-             metrics_addr = \"off\"\n\
-             markets = {markets:?}\n\
-             channels = {channels:?}\n",
-            key = self.key_path.display().to_string(),
-            ca = self.handle.cert_pem_path().display().to_string(),
-            url = db.url(),
-        )
     }
 
     /// Advances the exchange; returns its last exch_seq.
@@ -214,11 +195,6 @@ impl Replica {
         }
     }
 
-    /// Data events of the subscribed markets and channels up to the last `run_to`.
-    pub fn expected(&self) -> u64 {
-        self.expected
-    }
-
     pub fn run_to(&mut self, exch_seq: u64) {
         while self.last_seq < exch_seq {
             let event = self.exchange.next_event();
@@ -258,17 +234,18 @@ pub struct Truth {
     pub delivered: BTreeMap<String, Vec<(u64, Row)>>,
     /// exch_seqs the transport sent a second time.
     pub duplicates: Vec<u64>,
+    /// Market → every data event the exchange produced for it (exch_seq, row), in order.
+    pub all_events: BTreeMap<String, Vec<(u64, Row)>>,
     /// (connection, market, exch_seq) withheld, with the connection's neighbouring delivered
     /// exch_seqs (before, after).
     pub withheld: Vec<(String, u64, Option<u64>, Option<u64>)>,
-    /// Simulator connection → (market, exch_seq) delivered, in delivery order.
-    pub by_conn: BTreeMap<u64, Vec<(String, u64)>>,
 }
 
 impl Truth {
     pub fn read(path: &PathBuf) -> Truth {
         let mut reader = TruthReader::new(std::fs::File::open(path).unwrap()).unwrap();
         let mut events = HashMap::new();
+        let mut all_events: BTreeMap<String, Vec<(u64, Row)>> = BTreeMap::new();
         let mut logs: BTreeMap<u64, Vec<DeliveryItem>> = BTreeMap::new();
         while let Some(record) = reader.next() {
             match record.unwrap() {
@@ -314,6 +291,10 @@ impl Truth {
                         _ => None,
                     };
                     if let Some(row) = row {
+                        all_events
+                            .entry(row.0.clone())
+                            .or_default()
+                            .push((e.event.exch_seq, row.1.clone()));
                         events.insert(e.event.exch_seq, row);
                     }
                 }
@@ -326,8 +307,7 @@ impl Truth {
         let mut delivered: BTreeMap<String, Vec<(u64, Row)>> = BTreeMap::new();
         let mut withheld = Vec::new();
         let mut duplicates = Vec::new();
-        let mut by_conn: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
-        for (conn, items) in &logs {
+        for items in logs.values() {
             let mut before = None;
             let mut open: Vec<(String, u64, Option<u64>)> = Vec::new();
             for item in items {
@@ -335,7 +315,6 @@ impl Truth {
                     DeliveryItem::Delivered(s) => {
                         let (market, row) =
                             events.get(&s).cloned().expect("a delivered event is a data event");
-                        by_conn.entry(*conn).or_default().push((market.clone(), s));
                         delivered.entry(market).or_default().push((s, row));
                         for (m, w, b) in open.drain(..) {
                             withheld.push((m, w, b, Some(s)));
@@ -356,7 +335,7 @@ impl Truth {
                 withheld.push((m, w, b, None));
             }
         }
-        Truth { delivered, duplicates, withheld, by_conn }
+        Truth { delivered, duplicates, withheld, all_events }
     }
 }
 
