@@ -119,6 +119,33 @@ impl Sim {
         config
     }
 
+    /// The same gatherer as [`Sim::gatherer_config`] as a TOML file's text, for a `kdp gatherer`
+    /// process (telemetry off, so parallel processes do not share a port).
+    pub fn gatherer_toml(
+        &self,
+        db: &TestDatabase,
+        markets: &[String],
+        channels: &[&str],
+    ) -> String {
+        let port = self.handle.wss_addr().unwrap().port();
+        format!(
+            "ws_url = \"wss://localhost:{port}/trade-api/ws/v2\"\n\
+             key_id = \"{KEY_ID}\"\n\
+             private_key_path = {key:?}\n\
+             ca_cert_path = {ca:?}\n\
+             database_url = {url:?}\n\
+             shard_count = 2\n\
+             markets_per_connection = 6\n\
+             markets_per_subscription = 4\n\
+             metrics_addr = \"off\"\n\
+             markets = {markets:?}\n\
+             channels = {channels:?}\n",
+            key = self.key_path.display().to_string(),
+            ca = self.handle.cert_pem_path().display().to_string(),
+            url = db.url(),
+        )
+    }
+
     /// Advances the exchange; returns its last exch_seq.
     pub fn advance(&self, events: u64) -> u64 {
         self.rt.block_on(self.handle.hub().advance(events)).unwrap()
@@ -195,6 +222,11 @@ impl Replica {
         }
     }
 
+    /// Data events of the subscribed markets and channels up to the last `run_to`.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
     pub fn run_to(&mut self, exch_seq: u64) {
         while self.last_seq < exch_seq {
             let event = self.exchange.next_event();
@@ -239,6 +271,8 @@ pub struct Truth {
     /// (connection, market, exch_seq) withheld, with the connection's neighbouring delivered
     /// exch_seqs (before, after).
     pub withheld: Vec<(String, u64, Option<u64>, Option<u64>)>,
+    /// Simulator connection → (market, exch_seq) delivered, in delivery order.
+    pub by_conn: BTreeMap<u64, Vec<(String, u64)>>,
 }
 
 impl Truth {
@@ -307,7 +341,8 @@ impl Truth {
         let mut delivered: BTreeMap<String, Vec<(u64, Row)>> = BTreeMap::new();
         let mut withheld = Vec::new();
         let mut duplicates = Vec::new();
-        for items in logs.values() {
+        let mut by_conn: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+        for (conn, items) in &logs {
             let mut before = None;
             let mut open: Vec<(String, u64, Option<u64>)> = Vec::new();
             for item in items {
@@ -315,6 +350,7 @@ impl Truth {
                     DeliveryItem::Delivered(s) => {
                         let (market, row) =
                             events.get(&s).cloned().expect("a delivered event is a data event");
+                        by_conn.entry(*conn).or_default().push((market.clone(), s));
                         delivered.entry(market).or_default().push((s, row));
                         for (m, w, b) in open.drain(..) {
                             withheld.push((m, w, b, Some(s)));
@@ -335,7 +371,7 @@ impl Truth {
                 withheld.push((m, w, b, None));
             }
         }
-        Truth { delivered, duplicates, withheld, all_events }
+        Truth { delivered, duplicates, withheld, by_conn, all_events }
     }
 }
 
