@@ -16,6 +16,7 @@
 //! evicted by its old queue entry. Keys removed as *full* leave their queue entry behind; the
 //! queue is compacted when such entries outnumber live ones, keeping it within twice the map.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -33,7 +34,7 @@ pub(crate) enum Seen {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct Held {
     serial: u64,
     bits: u8,
 }
@@ -52,7 +53,7 @@ pub struct Evictions {
 /// One kind's seen-key index.
 #[derive(Debug)]
 pub(crate) struct SeenIndex<K> {
-    map: HashMap<K, Entry, FixedState>,
+    map: HashMap<K, Held, FixedState>,
     queue: VecDeque<(K, u64, i64)>,
     next_serial: u64,
     keys_max: usize,
@@ -81,30 +82,36 @@ impl<K: Hash + Eq + Clone> SeenIndex<K> {
     /// Records that the gatherers in `bit` delivered `key` (time `ts_ns`); `live` is the mask of
     /// live gatherers. `bit == 0` records a key already in production (a rebuild).
     pub(crate) fn observe(&mut self, key: K, ts_ns: i64, bit: u8, live: u8) -> Seen {
-        if let Some(entry) = self.map.get_mut(&key) {
-            if entry.bits & bit != 0 {
-                return Seen::Repeat;
-            }
-            entry.bits |= bit;
-            if entry.bits & live == live {
-                self.map.remove(&key);
-                self.evictions.full += 1;
-                self.compact_if_sparse();
-            }
-            return Seen::Again;
-        }
-        if bit != 0 && bit & live == live {
-            // The only live gatherer delivered it: nobody else will, nothing to remember.
-            return Seen::New;
-        }
-        if self.map.len() >= self.keys_max {
+        if self.map.len() >= self.keys_max && !self.map.contains_key(&key) {
             self.evict_oldest();
         }
-        let serial = self.next_serial;
-        self.next_serial += 1;
-        self.queue.push_back((key.clone(), serial, ts_ns));
-        self.map.insert(key, Entry { serial, bits: bit });
-        Seen::New
+        match self.map.entry(key) {
+            Entry::Occupied(mut held) => {
+                let bits = held.get().bits;
+                if bits & bit != 0 {
+                    return Seen::Repeat;
+                }
+                if (bits | bit) & live == live {
+                    held.remove();
+                    self.evictions.full += 1;
+                    self.compact_if_sparse();
+                } else {
+                    held.get_mut().bits = bits | bit;
+                }
+                Seen::Again
+            }
+            Entry::Vacant(vacant) => {
+                if bit != 0 && bit & live == live {
+                    // The only live gatherer delivered it: nobody else will, nothing to keep.
+                    return Seen::New;
+                }
+                let serial = self.next_serial;
+                self.next_serial += 1;
+                self.queue.push_back((vacant.key().clone(), serial, ts_ns));
+                vacant.insert(Held { serial, bits: bit });
+                Seen::New
+            }
+        }
     }
 
     /// Evicts every key whose time is below `watermark_ns` (as far as insertion order finds

@@ -276,6 +276,7 @@ struct EventLifecycleKey {
 #[derive(Debug)]
 struct GathererState {
     occ: OccCounter,
+    markets: MarketCache,
     /// The last gseq taken (the cursor the core started from, before any).
     last_gseq: i64,
     /// Whether rows were taken since the last batch.
@@ -302,6 +303,35 @@ pub struct MergeCore {
     stats: MergeStats,
 }
 
+/// A gatherer's market ids by the address of its `Arc<str>`: a reader interns its tickers (one
+/// `Arc<str>` per market, as gatherer shards do), so most rows find their id by one integer
+/// lookup instead of hashing and comparing the text. The cache holds a clone of each `Arc`, so
+/// an address cannot be reused for another ticker while it is cached.
+#[derive(Debug, Default)]
+struct MarketCache {
+    by_address: HashMap<usize, (Arc<str>, u32), FixedState>,
+}
+
+impl MarketCache {
+    /// The id of `market`, through the cache, else the interner.
+    fn id(&mut self, markets: &mut HashMap<Arc<str>, u32, FixedState>, market: &Arc<str>) -> u32 {
+        let address = Arc::as_ptr(market).cast::<u8>().addr();
+        if let Some((_, id)) = self.by_address.get(&address) {
+            return *id;
+        }
+        let id = intern(markets, market);
+        // A reader that does not intern makes every row a new address: bound the cache.
+        if self.by_address.len() >= 2 * markets.len() + MARKET_CACHE_SLACK {
+            self.by_address.clear();
+        }
+        self.by_address.insert(address, (Arc::clone(market), id));
+        id
+    }
+}
+
+/// Cache entries beyond twice the market count before a cache is cleared.
+const MARKET_CACHE_SLACK: usize = 1024;
+
 /// The market's id, interning it on first sight.
 fn intern(markets: &mut HashMap<Arc<str>, u32, FixedState>, market: &Arc<str>) -> u32 {
     if let Some(&id) = markets.get(&**market) {
@@ -324,6 +354,7 @@ impl MergeCore {
             .iter()
             .map(|&last_gseq| GathererState {
                 occ: OccCounter::default(),
+                markets: MarketCache::default(),
                 last_gseq,
                 advanced: false,
                 progress_ns: i64::MIN,
@@ -412,11 +443,11 @@ impl MergeCore {
             .ok_or(MergeError::UnknownGatherer { gatherer, count })?;
         match row {
             Row::Delta(d) => {
-                let market = intern(&mut self.markets, &d.market);
+                let market = state.markets.id(&mut self.markets, &d.market);
                 state.occ.delta(market, d.ts_exch_ns, d.side, d.price_micros, d.delta_centi);
             }
             Row::Ticker(t) => {
-                let market = intern(&mut self.markets, &t.market);
+                let market = state.markets.id(&mut self.markets, &t.market);
                 state.occ.ticker(market, t.ts_exch_ns, &t.content);
             }
             _ => {}
@@ -441,7 +472,7 @@ impl MergeCore {
         let batch = &mut self.batch;
         let (seen, emit): (Seen, Option<Emit>) = match row {
             Row::Delta(d) => {
-                let market = intern(&mut self.markets, &d.market);
+                let market = state.markets.id(&mut self.markets, &d.market);
                 let occ =
                     state.occ.delta(market, d.ts_exch_ns, d.side, d.price_micros, d.delta_centi);
                 state.progress_ns = state.progress_ns.max(d.ts_exch_ns);
@@ -465,7 +496,7 @@ impl MergeCore {
                 (seen, Some(Emit::Trade(t)))
             }
             Row::Ticker(t) => {
-                let market = intern(&mut self.markets, &t.market);
+                let market = state.markets.id(&mut self.markets, &t.market);
                 state.progress_ns = state.progress_ns.max(t.ts_exch_ns);
                 match state.occ.ticker(market, t.ts_exch_ns, &t.content) {
                     TickerOcc::Repeat => (Seen::Repeat, None),
@@ -478,7 +509,7 @@ impl MergeCore {
                 }
             }
             Row::MarketLifecycle(m) => {
-                let market = intern(&mut self.markets, &m.market);
+                let market = state.markets.id(&mut self.markets, &m.market);
                 let key =
                     MarketLifecycleKey { market, kind: m.kind.clone(), payload: m.payload.clone() };
                 let seen = self.market_lifecycles.observe(key, m.ts_recv_ns, bit, live);
@@ -557,6 +588,8 @@ impl MergeCore {
         let batch = if cursors.iter().any(Option::is_some) {
             let mut batch = std::mem::take(&mut self.batch);
             batch.cursors = cursors;
+            // Deltas are most rows: size the next batch's once rather than grow it by doubling.
+            self.batch.deltas.reserve(self.limits.batch_rows_max);
             Some(batch)
         } else {
             None
