@@ -1,0 +1,800 @@
+//! Gatherer load harness: the simulator, a gatherer and an embedded PostgreSQL in one process,
+//! a fixed offered load, and what the gatherer sustained. See BENCHMARKS.md ("Gatherer load
+//! harness") for the command and the figures.
+//!
+//! ```sh
+//! cargo run --release -p kdp-bench --bin load -- --markets 10000 --rate 20000 --duration 30s
+//! cargo run --release -p kdp-bench --bin load -- --markets 10000 --rate max --duration 30s
+//! ```
+//!
+//! What it does: starts a PostgreSQL cluster (`engine::pg`, durable by default, as a gatherer
+//! runs it), the simulator with `--markets` markets producing `--rate` exchange events per second
+//! (`max`: as fast as its hub can), and a gatherer subscribed to every market of the initial
+//! catalog (`orderbook_delta`, `trade`, `ticker`) over `wss` with the signed handshake. It waits
+//! for every initial snapshot to be committed, warms up, then measures over `--duration`:
+//!
+//! - offered events/s (the hub's exchange positions), frames/s the simulator wrote to the
+//!   gatherer's sockets, rows/s the writer committed (its stats);
+//! - CPU per thread of this process (`/proc/self/task/*/stat`), grouped as gatherer
+//!   (`kdp-shard-*`, `kdp-writer`, `kdp-telemetry`), simulator (`sim-rt`) and the rest, and the
+//!   CPU of the PostgreSQL processes (every descendant process, `/proc/<pid>/stat`, with the
+//!   times of reaped children);
+//! - frame received → committed over the window: every committed row's `ts_recv_ns` against the
+//!   time this harness received the writer's `NOTIFY` for its batch (delivered at COMMIT), so the
+//!   figure is a slight over-estimate; plus the writer's own `kdp_frame_recv_to_commit_us` and the
+//!   shards' `kdp_exch_to_recv_us` from `/metrics` (whole run, warm-up and initial snapshots
+//!   included: the summary cannot be cut to a window);
+//! - exchange → received over the window (`ts_recv_ns - ts_exch_ns` of the stored rows, the
+//!   simulator's exchange clock started at the wall clock, the measured start offset removed);
+//! - whether the gatherer kept up: writer backlog, ring-full stalls, gap rows, error-25
+//!   overflows on the simulator's side.
+//!
+//! Progress goes to stderr once a second; the summary to stdout.
+
+#![allow(clippy::print_stdout, reason = "a load harness reports on stdout")]
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use kdp_engine::pg::EmbeddedPostgres;
+use kdp_ingest::gatherer::{Gatherer, GathererConfig, GathererHandle, GathererStats};
+use kdp_ingest::store::NOTIFY_CHANNEL;
+use kdp_sim::market::MarketConfig;
+use kdp_sim::market::config::RATE_MSGS_PER_S_MAX;
+use kdp_sim::transport::auth::generate_demo_key;
+use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
+use postgres::fallible_iterator::FallibleIterator as _;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// API key id the simulator accepts and the gatherer signs with.
+const KEY_ID: &str = "kdp-load";
+/// The gatherer's database in the cluster.
+const DB_NAME: &str = "gatherer";
+/// Longest wait for every initial snapshot to be committed.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// `/proc` CPU times are in USER_HZ ticks, 100 per second on every Linux ABI.
+const USER_HZ: u64 = 100;
+/// How often the `LISTEN` thread looks at its stop flag.
+const LISTEN_POLL: Duration = Duration::from_millis(50);
+
+/// Offered load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rate {
+    /// Exchange events per second.
+    PerSecond(u64),
+    /// As fast as the simulator's hub produces.
+    Max,
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s == "max" {
+        return Ok(Rate::Max);
+    }
+    let n: u64 = s.replace('_', "").parse().map_err(|_| format!("{s:?}: a number or `max`"))?;
+    if n == 0 || n > RATE_MSGS_PER_S_MAX {
+        return Err(format!("{n}: 1..={RATE_MSGS_PER_S_MAX} or `max`"));
+    }
+    Ok(Rate::PerSecond(n))
+}
+
+/// `30s`, `500ms`, `2m` or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?}: a duration such as 30s, 500ms, 2m");
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(bad()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    /// TLS WebSocket with the signed handshake, as against Kalshi.
+    Wss,
+    /// Plain WebSocket (no TLS cost).
+    Ws,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PgMode {
+    /// fsync on, synchronous_commit on: a gatherer's real database.
+    Durable,
+    /// fsync, synchronous_commit and full_page_writes off (the test clusters).
+    Ephemeral,
+}
+
+/// Gatherer load harness: simulator → gatherer → PostgreSQL, in one process.
+#[derive(Debug, Parser)]
+#[command(name = "load")]
+struct Args {
+    /// Markets in the simulator's initial catalog; the gatherer subscribes to all of them.
+    #[arg(long, default_value_t = 10_000)]
+    markets: usize,
+    /// Offered load: exchange events per second (all markets), or `max`.
+    #[arg(long, default_value = "20000", value_parser = parse_rate)]
+    rate: Rate,
+    /// Measured window.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up after every initial snapshot is committed, before the window.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Gatherer shards (unpinned), or see --shard-cpus.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Pin shards to these CPUs (comma-separated), instead of --shards unpinned.
+    #[arg(long, value_delimiter = ',')]
+    shard_cpus: Option<Vec<usize>>,
+    /// Worker threads of the simulator's tokio runtime.
+    #[arg(long, default_value_t = 1)]
+    sim_threads: usize,
+    /// WebSocket transport between simulator and gatherer.
+    #[arg(long, value_enum, default_value = "wss")]
+    transport: Transport,
+    /// PostgreSQL durability.
+    #[arg(long, value_enum, default_value = "durable")]
+    pg: PgMode,
+    /// Simulator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting
+
+/// `utime + stime` (and, with `children`, `cutime + cstime`) of a `/proc/.../stat` file, ms,
+/// with the command name.
+fn stat_cpu_ms(path: &Path, children: bool) -> Option<(String, u64, u32)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // `pid (comm) state ppid ...`: comm may hold spaces, so split after the last ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
+    // After comm, field 3 (state) is index 0: ppid (4) is 1, utime (14) 11, stime (15) 12,
+    // cutime (16) 13, cstime (17) 14.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let mut ticks = field(11) + field(12);
+    if children {
+        ticks += field(13) + field(14);
+    }
+    let ppid = u32::try_from(field(1)).unwrap_or(0);
+    Some((comm, ticks * 1000 / USER_HZ, ppid))
+}
+
+/// CPU ms of every thread of this process, by thread id → (name, ms).
+fn thread_cpu() -> HashMap<String, (String, u64)> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for task in tasks.flatten() {
+        if let Some((comm, ms, _)) = stat_cpu_ms(&task.path().join("stat"), false) {
+            out.insert(task.file_name().to_string_lossy().into_owned(), (comm, ms));
+        }
+    }
+    out
+}
+
+/// CPU ms of every descendant process of this one (the PostgreSQL server and its backends,
+/// plus the times of children they reaped).
+fn descendants_cpu_ms() -> u64 {
+    let me = std::process::id();
+    let mut procs: Vec<(u32, u32, u64)> = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == me {
+            continue;
+        }
+        if let Some((_, ms, ppid)) = stat_cpu_ms(&e.path().join("stat"), true) {
+            procs.push((pid, ppid, ms));
+        }
+    }
+    let mut inside = vec![me];
+    let mut total = 0;
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, ppid, ms) in &procs {
+            if inside.contains(ppid) && !inside.contains(pid) {
+                inside.push(*pid);
+                total += ms;
+                grew = true;
+            }
+        }
+    }
+    total
+}
+
+/// Thread groups the CPU is split into.
+const GROUPS: [&str; 4] = ["gatherer", "simulator", "harness/other", "postgres"];
+
+fn group_of(thread: &str) -> usize {
+    if thread.starts_with("kdp-shard") || thread == "kdp-writer" || thread == "kdp-telemetry" {
+        0
+    } else if thread.starts_with("sim-rt") {
+        1
+    } else {
+        2
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples
+
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    /// Exchange events produced by the hub (its last exchange position).
+    produced: u64,
+    /// Frames the simulator wrote to the gatherer's connections.
+    sent: u64,
+    /// Error-25 overflows the simulator sent (a connection fell behind its broadcast).
+    overflows: u64,
+    gatherer: GathererStats,
+    threads: HashMap<String, (String, u64)>,
+    pg_ms: u64,
+}
+
+impl Sample {
+    /// delta + trade + ticker rows committed: the messages.
+    fn msgs(&self) -> u64 {
+        let r = &self.gatherer.writer.rows;
+        r.delta + r.trade + r.ticker
+    }
+
+    fn rows(&self) -> u64 {
+        self.gatherer.writer.rows.total()
+    }
+
+    fn gaps(&self) -> u64 {
+        self.gatherer.writer.rows.gap
+    }
+
+    fn stalls(&self) -> (u64, u64) {
+        let s = &self.gatherer.shards;
+        (s.iter().map(|s| s.ring_full_stalls).sum(), s.iter().map(|s| s.ring_full_wait_us).sum())
+    }
+}
+
+struct Rig {
+    sim_rt: tokio::runtime::Runtime,
+    sim: SimHandle,
+    gatherer: GathererHandle,
+}
+
+fn sample(rig: &Rig) -> Sample {
+    let produced =
+        rig.sim_rt.block_on(rig.sim.hub().query_at(|_, _| ())).map_or(0, |((), seq)| seq);
+    let conns = rig.sim.registry().connections();
+    Sample {
+        at: Instant::now(),
+        produced,
+        sent: conns.iter().map(|c| c.frames_sent).sum(),
+        overflows: conns.iter().map(|c| c.overflows).sum(),
+        gatherer: rig.gatherer.stats(),
+        threads: thread_cpu(),
+        pg_ms: descendants_cpu_ms(),
+    }
+}
+
+/// CPU ms per group between two samples, plus per thread name.
+fn cpu_between(a: &Sample, b: &Sample) -> ([u64; 4], Vec<(String, u64)>) {
+    let mut groups = [0u64; 4];
+    let mut by_name: HashMap<String, u64> = HashMap::new();
+    for (tid, (name, ms)) in &b.threads {
+        let before = a.threads.get(tid).map_or(0, |(_, ms)| *ms);
+        let d = ms.saturating_sub(before);
+        groups[group_of(name)] += d;
+        *by_name.entry(name.clone()).or_default() += d;
+    }
+    groups[3] = b.pg_ms.saturating_sub(a.pg_ms);
+    let mut names: Vec<(String, u64)> = by_name.into_iter().filter(|(_, ms)| *ms > 0).collect();
+    names.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    (groups, names)
+}
+
+fn elapsed_ms(a: &Sample, b: &Sample) -> u64 {
+    u64::try_from((b.at - a.at).as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn per_s(n: u64, ms: u64) -> u64 {
+    n * 1000 / ms.max(1)
+}
+
+/// `cpu_ms` over `ms` as a percentage of one core, one decimal.
+fn pct(cpu_ms: u64, ms: u64) -> String {
+    let permille = cpu_ms * 1000 / ms.max(1);
+    format!("{}.{}%", permille / 10, permille % 10)
+}
+
+/// `n` with thousands separators.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// µs as milliseconds with three decimals.
+fn ms3(us: u64) -> String {
+    format!("{}.{:03} ms", us / 1000, us % 1000)
+}
+
+/// CPU ms as seconds with three decimals.
+fn cpu_s(ms: u64) -> String {
+    format!("{}.{:03} CPU-s", ms / 1000, ms % 1000)
+}
+
+fn progress(label: &str, a: &Sample, b: &Sample) {
+    let ms = elapsed_ms(a, b);
+    let (g, _) = cpu_between(a, b);
+    let (stalls, _) = b.stalls();
+    eprintln!(
+        "[{label}] produced {:>8}/s  sent {:>8}/s  committed {:>8} msgs/s  buffered {:>7}  \
+         ring stalls {}  gaps {}  overflows {}  cpu: gatherer {} sim {} pg {} other {}",
+        per_s(b.produced - a.produced, ms),
+        per_s(b.sent - a.sent, ms),
+        per_s(b.msgs() - a.msgs(), ms),
+        b.gatherer.writer.buffered_rows,
+        stalls,
+        b.gaps(),
+        b.overflows,
+        pct(g[0], ms),
+        pct(g[1], ms),
+        pct(g[3], ms),
+        pct(g[2], ms),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commit times from NOTIFY
+
+/// Receives the writer's `NOTIFY kdp_gatherer, '<last gseq>'` (sent at COMMIT) and notes when
+/// each arrived: (last gseq, wall ns).
+fn listen(url: &str, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(i64, u64)>> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("LISTEN connection");
+    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).expect("LISTEN");
+    std::thread::Builder::new()
+        .name("load-listen".into())
+        .spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                let mut n = client.notifications();
+                let mut it = n.timeout_iter(LISTEN_POLL);
+                while let Ok(Some(note)) = it.next() {
+                    let at = wall_ns();
+                    if let Ok(gseq) = note.payload().parse::<i64>() {
+                        seen.push((gseq, at));
+                    }
+                }
+            }
+            seen
+        })
+        .expect("listen thread")
+}
+
+/// Quantiles of a sorted slice: (p50, p99, p99.9, max).
+fn quantiles(sorted: &[u64]) -> Option<[u64; 4]> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    // The smallest value with at least q of the samples at or below it.
+    let at = |ppm: usize| sorted[(n * ppm).div_ceil(1_000_000).clamp(1, n) - 1];
+    Some([at(500_000), at(990_000), at(999_000), sorted[n - 1]])
+}
+
+struct Latencies {
+    rows: usize,
+    recv_to_commit_us: Option<[u64; 4]>,
+    exch_to_recv_us: Option<[u64; 4]>,
+}
+
+/// Frame received → committed (from the NOTIFY times) and exchange → received for the rows
+/// with gseq in `(lo, hi]`.
+fn latencies(
+    url: &str,
+    lo: i64,
+    hi: i64,
+    commits: &[(i64, u64)],
+    exch_offset_ns: i64,
+) -> Latencies {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("query connection");
+    let mut recv = Vec::new();
+    let mut exch = Vec::new();
+    for table in ["delta", "trade", "ticker"] {
+        let q = format!(
+            "SELECT gseq, ts_recv_ns, ts_exch_ns FROM {table} WHERE gseq > $1 AND gseq <= $2"
+        );
+        for r in client.query(&q, &[&lo, &hi]).expect("read rows") {
+            let (gseq, recv_ns, exch_ns): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            recv.push((gseq, recv_ns));
+            // The exchange clock started behind the wall clock by `exch_offset_ns`.
+            let lag = recv_ns - exch_ns.saturating_add(exch_offset_ns);
+            exch.push(u64::try_from(lag / 1_000).unwrap_or(0));
+        }
+    }
+    for table in ["snapshot", "gap", "raw_frame", "market_lifecycle", "event_lifecycle"] {
+        let q = format!("SELECT gseq, ts_recv_ns FROM {table} WHERE gseq > $1 AND gseq <= $2");
+        for r in client.query(&q, &[&lo, &hi]).expect("read rows") {
+            recv.push((r.get(0), r.get(1)));
+        }
+    }
+    let mut r2c = Vec::with_capacity(recv.len());
+    for (gseq, recv_ns) in &recv {
+        // The first commit whose batch reaches this gseq (commits arrive in gseq order).
+        let i = commits.partition_point(|(last, _)| last < gseq);
+        if let Some((_, at)) = commits.get(i) {
+            let recv_ns = u64::try_from(*recv_ns).unwrap_or(0);
+            r2c.push(at.saturating_sub(recv_ns) / 1_000);
+        }
+    }
+    r2c.sort_unstable();
+    exch.sort_unstable();
+    Latencies {
+        rows: recv.len(),
+        recv_to_commit_us: quantiles(&r2c),
+        exch_to_recv_us: quantiles(&exch),
+    }
+}
+
+/// `name{quantile="q"} value` lines of the gatherer's `/metrics`, as µs, for the whole run.
+fn scrape(addr: std::net::SocketAddr) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let Ok(mut s) = TcpStream::connect(addr) else { return out };
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((key, value)) = line.rsplit_once(' ') {
+            out.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    out
+}
+
+/// A `/metrics` value with its decimals cut (µs are integers in practice).
+fn metric(m: &HashMap<String, String>, key: &str) -> String {
+    m.get(key).map_or("-".to_owned(), |v| v.split('.').next().unwrap_or(v).to_owned())
+}
+
+fn summary_quantiles(m: &HashMap<String, String>, name: &str) -> String {
+    let q = |q: &str| {
+        let v = metric(m, &format!("{name}{{quantile=\"{q}\"}}"));
+        v.parse::<u64>().map_or(v, ms3)
+    };
+    let count = metric(m, &format!("{name}_count"));
+    format!("p50 {}  p99 {}  p99.9 {}  (n = {count})", q("0.5"), q("0.99"), q("0.999"))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A private directory for the key, the certificate and (durable) the cluster.
+fn work_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kdp-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    dir
+}
+
+fn write_key(dir: &Path, pem: &str) -> PathBuf {
+    let path = dir.join("gatherer-key.pem");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("key file");
+    f.write_all(pem.as_bytes()).expect("write key");
+    path
+}
+
+fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let dir = work_dir();
+    eprintln!("load: work dir {}", dir.display());
+
+    // PostgreSQL.
+    let pg = match args.pg {
+        PgMode::Durable => EmbeddedPostgres::persistent(dir.join("pg")),
+        PgMode::Ephemeral => EmbeddedPostgres::ephemeral(),
+    }
+    .expect("PostgreSQL starts (install the server package if it is missing)");
+    {
+        let mut admin = pg.config("postgres").connect(postgres::NoTls).expect("admin connection");
+        admin.batch_execute(&format!("CREATE DATABASE {DB_NAME}")).expect("create database");
+    }
+    let db_url = pg.url(DB_NAME);
+
+    // Simulator.
+    let sim_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.sim_threads.max(1))
+        .thread_name("sim-rt")
+        .enable_all()
+        .build()
+        .expect("simulator runtime");
+    let demo = generate_demo_key().expect("demo key");
+    let key_path = write_key(&dir, &demo.private_pkcs8_pem);
+    let rate = match args.rate {
+        Rate::PerSecond(n) => n,
+        Rate::Max => RATE_MSGS_PER_S_MAX,
+    };
+    let market = MarketConfig {
+        seed: args.seed,
+        markets: args.markets,
+        rate_msgs_per_s: rate,
+        start_ts_ns: i64::try_from(wall_ns()).unwrap_or(i64::MAX),
+        ..MarketConfig::default()
+    };
+    let mut cfg = SimConfig::new(market, dir.join("sim-cert.pem"));
+    cfg.rest_addr = None;
+    cfg.control_addr = None;
+    match args.transport {
+        Transport::Wss => cfg.ws_addr = None,
+        Transport::Ws => cfg.wss_addr = None,
+    }
+    cfg.keys.insert_pem(KEY_ID, &demo.public_spki_pem).expect("public key");
+    let sim = sim_rt.block_on(Simulator::start(cfg)).expect("simulator starts");
+    // The exchange clock starts at the wall clock when the hub starts running, a little after
+    // `start_ts_ns` was taken: measure the difference once.
+    // Both clocks are read inside the hub task, at the same moment.
+    let ((exch_now, wall_now), _) =
+        sim_rt.block_on(sim.hub().query_at(|ex, _| (ex.now_ns(), wall_ns()))).expect("hub answers");
+    let exch_offset_ns = i64::try_from(wall_now).unwrap_or(i64::MAX) - exch_now;
+    let tickers: Vec<String> = sim_rt
+        .block_on(sim.hub().query(|ex| ex.markets().iter().map(|m| m.ticker.clone()).collect()))
+        .expect("catalog");
+    let ws_url = match args.transport {
+        Transport::Wss => sim.wss_url(),
+        Transport::Ws => sim.ws_url(),
+    }
+    .expect("listener");
+
+    // Commit times.
+    let listen_stop = Arc::new(AtomicBool::new(false));
+    let listener = listen(&db_url, Arc::clone(&listen_stop));
+
+    // Gatherer.
+    let shards = match &args.shard_cpus {
+        Some(cpus) => {
+            let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+            format!("shard_cpus = [{}]", list.join(", "))
+        }
+        None => format!("shard_count = {}", args.shards),
+    };
+    let ca = match args.transport {
+        Transport::Wss => format!("ca_cert_path = {:?}", sim.cert_pem_path().display().to_string()),
+        Transport::Ws => String::new(),
+    };
+    let text = format!(
+        "ws_url = {ws_url:?}\nkey_id = {KEY_ID:?}\nprivate_key_path = {key:?}\n{ca}\n\
+         database_url = {db_url:?}\n{shards}\nmetrics_addr = \"127.0.0.1:0\"\n",
+        key = key_path.display().to_string(),
+    );
+    let mut config = GathererConfig::from_toml(&text).expect("gatherer config");
+    config.markets.clone_from(&tickers);
+    let gatherer = Gatherer::start(&config).expect("gatherer starts");
+    let metrics_addr = gatherer.metrics_addr();
+    let rig = Rig { sim_rt, sim, gatherer };
+
+    // Ready: every initial snapshot committed.
+    let started = Instant::now();
+    let mut last = sample(&rig);
+    let markets = u64::try_from(tickers.len()).unwrap_or(u64::MAX);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sample(&rig);
+        progress("subscribe", &last, &now);
+        if let Some(fatal) = now.gatherer.fatal() {
+            panic!("gatherer session failed: {fatal}");
+        }
+        let ready = now.gatherer.writer.rows.snapshot >= markets;
+        last = now;
+        if ready {
+            break;
+        }
+        assert!(started.elapsed() < READY_TIMEOUT, "initial snapshots not committed in time");
+    }
+    eprintln!(
+        "load: {} initial snapshots committed in {} ms",
+        thousands(markets),
+        started.elapsed().as_millis()
+    );
+    let warm_end = Instant::now() + args.warmup;
+    while Instant::now() < warm_end {
+        std::thread::sleep(Duration::from_secs(1).min(warm_end - Instant::now()));
+        let now = sample(&rig);
+        progress("warm-up", &last, &now);
+        last = now;
+    }
+
+    // The window.
+    let a = sample(&rig);
+    last = a.clone();
+    let window_end = a.at + args.duration;
+    while Instant::now() < window_end {
+        std::thread::sleep(Duration::from_secs(1).min(window_end - Instant::now()));
+        let now = sample(&rig);
+        progress("measure", &last, &now);
+        last = now;
+    }
+    let b = last;
+    let scraped = metrics_addr.map(scrape).unwrap_or_default();
+
+    // Stop: gatherer (ordered), simulator, listener.
+    let Rig { sim_rt, sim, gatherer } = rig;
+    let final_stats = gatherer.shutdown().expect("gatherer shuts down");
+    sim_rt.block_on(sim.shutdown());
+    // Let the last NOTIFY arrive.
+    std::thread::sleep(LISTEN_POLL * 2);
+    listen_stop.store(true, Ordering::Release);
+    let commits = listener.join().expect("listen thread");
+    let lo = a.gatherer.writer.last_committed_gseq;
+    let hi = b.gatherer.writer.last_committed_gseq;
+    let lat = latencies(&db_url, lo, hi, &commits, exch_offset_ns);
+
+    report(&args, &a, &b, &final_stats, &lat, &scraped, exch_offset_ns);
+
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn report(
+    args: &Args,
+    a: &Sample,
+    b: &Sample,
+    final_stats: &GathererStats,
+    lat: &Latencies,
+    scraped: &HashMap<String, String>,
+    exch_offset_ns: i64,
+) {
+    let ms = elapsed_ms(a, b);
+    let msgs = b.msgs() - a.msgs();
+    let (cpu, threads) = cpu_between(a, b);
+    let rate = match args.rate {
+        Rate::PerSecond(n) => format!("{} events/s", thousands(n)),
+        Rate::Max => "max (as fast as the hub produces)".to_owned(),
+    };
+    let shards = args.shard_cpus.as_ref().map_or_else(
+        || format!("{} unpinned", args.shards),
+        |cpus| format!("{} pinned to {cpus:?}", cpus.len()),
+    );
+    println!();
+    println!(
+        "gatherer load: {} markets, offered {rate}, {shards} shard(s), {:?} transport, {:?} PostgreSQL, {} sim thread(s)",
+        thousands(args.markets as u64),
+        args.transport,
+        args.pg,
+        args.sim_threads
+    );
+    println!("window {ms} ms after the initial snapshots and {:?} warm-up", args.warmup);
+    println!();
+    println!("| quantity | value |");
+    println!("|---|---:|");
+    println!(
+        "| exchange events produced (hub) | {}/s |",
+        thousands(per_s(b.produced - a.produced, ms))
+    );
+    println!(
+        "| frames sent to the gatherer (sim sockets) | {}/s |",
+        thousands(per_s(b.sent - a.sent, ms))
+    );
+    println!(
+        "| **msgs committed** (delta + trade + ticker rows) | **{}/s** |",
+        thousands(per_s(msgs, ms))
+    );
+    println!("| all rows committed | {}/s |", thousands(per_s(b.rows() - a.rows(), ms)));
+    let batches = b.gatherer.writer.batches_committed - a.gatherer.writer.batches_committed;
+    println!(
+        "| batches committed | {}/s, {} rows each on average |",
+        thousands(per_s(batches, ms)),
+        (b.rows() - a.rows()) / batches.max(1)
+    );
+    for (i, name) in GROUPS.iter().enumerate() {
+        println!(
+            "| CPU {name} | {} of a core, {} per 100k msgs |",
+            pct(cpu[i], ms),
+            cpu_s(cpu[i] * 100_000 / msgs.max(1))
+        );
+    }
+    let total: u64 = cpu.iter().sum();
+    println!(
+        "| CPU total (2 cores = 200%) | {} of a core, {} per 100k msgs |",
+        pct(total, ms),
+        cpu_s(total * 100_000 / msgs.max(1))
+    );
+    match lat.recv_to_commit_us {
+        Some([p50, p99, p999, max]) => println!(
+            "| frame received → committed (window, {} rows, NOTIFY time) | p50 {} · p99 {} · p99.9 {} · max {} |",
+            thousands(lat.rows as u64),
+            ms3(p50),
+            ms3(p99),
+            ms3(p999),
+            ms3(max)
+        ),
+        None => println!("| frame received → committed (window) | no rows |"),
+    }
+    match (lat.exch_to_recv_us, args.rate) {
+        (Some([p50, p99, p999, max]), Rate::PerSecond(_)) => println!(
+            "| exchange → received (window; start offset {} removed) | p50 {} · p99 {} · p99.9 {} · max {} |",
+            ms3(u64::try_from(exch_offset_ns / 1_000).unwrap_or(0)),
+            ms3(p50),
+            ms3(p99),
+            ms3(p999),
+            ms3(max)
+        ),
+        _ => println!(
+            "| exchange → received | n/a (at `max` the exchange clock does not follow the wall clock) |"
+        ),
+    }
+    println!(
+        "| writer kdp_frame_recv_to_commit_us (whole run) | {} |",
+        summary_quantiles(scraped, "kdp_frame_recv_to_commit_us")
+    );
+    println!(
+        "| shards kdp_exch_to_recv_us (whole run) | {} |",
+        summary_quantiles(scraped, "kdp_exch_to_recv_us")
+    );
+    let (stalls_a, wait_a) = a.stalls();
+    let (stalls_b, wait_b) = b.stalls();
+    println!(
+        "| ring-full stalls in window | {} ({} ms waiting) |",
+        stalls_b - stalls_a,
+        (wait_b - wait_a) / 1000
+    );
+    println!(
+        "| writer backlog at window start / end | {} / {} rows |",
+        a.gatherer.writer.buffered_rows, b.gatherer.writer.buffered_rows
+    );
+    println!(
+        "| gap rows in window / whole run | {} / {} |",
+        b.gaps() - a.gaps(),
+        final_stats.writer.rows.gap
+    );
+    println!("| error-25 overflows (sim) whole run | {} |", b.overflows);
+    let sent = b.sent - a.sent;
+    let kept_up = b.gaps() == a.gaps()
+        && b.overflows == 0
+        && stalls_b == stalls_a
+        && b.gatherer.writer.buffered_rows <= a.gatherer.writer.buffered_rows.max(50_000)
+        && msgs * 100 >= sent * 98;
+    println!(
+        "| kept up (no gap, no overflow, no ring stall, backlog not growing, committed ≥ 98% of sent) | {} |",
+        if kept_up { "yes" } else { "NO" }
+    );
+    println!();
+    println!("CPU by thread over the window (% of one core):");
+    for (name, t) in threads.iter().take(12) {
+        println!("  {name:<16} {}", pct(*t, ms));
+    }
+    println!("  {:<16} {}", "postgres (all)", pct(cpu[3], ms));
+}
