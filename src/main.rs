@@ -34,8 +34,9 @@ enum Command {
     /// Run a gatherer: take every market over WebSocket into the gatherer's own database, until
     /// Ctrl-C or SIGTERM (then stop reading, drain, commit, and print the final counts).
     Gatherer(GathererArgs),
-    /// Run the deduplicator: merge the gatherer databases into production.
-    Dedup,
+    /// Run the deduplicator: merge the gatherer databases into production, until Ctrl-C or
+    /// SIGTERM (then stop reading, merge and commit what was read, print the final counts).
+    Dedup(DedupArgs),
     /// Run the Kalshi exchange simulator on loopback until Ctrl-C.
     Sim(Box<SimArgs>),
     /// Run the whole pipeline locally (embedded PostgreSQL, simulator, 3 gatherers, dedup).
@@ -59,6 +60,15 @@ enum Command {
 struct GathererArgs {
     /// The gatherer's TOML configuration file. KDP_KEY_ID, KDP_PRIVATE_KEY_PATH and
     /// KDP_DATABASE_URL override its key_id, private_key_path and database_url.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// `kdp dedup` flags.
+#[derive(Debug, Args)]
+struct DedupArgs {
+    /// The deduplicator's TOML configuration file. KDP_PRODUCTION_DATABASE_URL overrides its
+    /// production_database_url.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
 }
@@ -211,7 +221,7 @@ impl Command {
             Command::Sim(_) => ("sim", SIM),
             Command::Gatherer(_) => ("gatherer", GATHERER),
             Command::Migrate(_) => ("migrate", GATHERER),
-            Command::Dedup => ("dedup", DEDUP),
+            Command::Dedup(_) => ("dedup", DEDUP),
             Command::Verify => ("verify", DEDUP),
             Command::Coverage => ("coverage", DEDUP),
             Command::Demo => ("demo", OPS),
@@ -236,6 +246,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Sim(args) => sim(*args).map_err(Failure::Failed),
         Command::Gatherer(args) => gatherer(&args).map_err(Failure::Failed),
+        Command::Dedup(args) => dedup(&args).map_err(Failure::Failed),
         Command::Migrate(args) => migrate(&args, &mut std::io::stdout()).map_err(Failure::Failed),
         other => {
             let (name, planned) = other.planned();
@@ -394,6 +405,104 @@ fn write_gatherer_stats(
         w.last_committed_gseq,
         w.batch_failures,
         w.connects.saturating_sub(1)
+    )?;
+    out.flush()
+}
+
+// ---------------------------------------------------------------------------------------------
+// kdp dedup
+// ---------------------------------------------------------------------------------------------
+
+/// Largest dedup config file read: a handful of keys and at most 8 gatherers.
+const DEDUP_CONFIG_BYTES_MAX: u64 = 1 << 20;
+/// How often `kdp dedup` checks that its merge thread still runs.
+const DEDUP_HEALTH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `kdp dedup`: load the config (file + environment), start, run until Ctrl-C or SIGTERM or a
+/// fatal error (production schema refused, a reader bug), shut down in order (merge and commit
+/// what was read), print the final counts.
+fn dedup(args: &DedupArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = dedup_config(&args.config, |name| std::env::var(name).ok())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("kdp dedup: cannot start the signal runtime: {e}"))?;
+    // Handlers first, so a signal during start-up is kept, not fatal.
+    let stop = runtime
+        .block_on(async { stop_signal() })
+        .map_err(|e| format!("kdp dedup: cannot listen for Ctrl-C: {e}"))?;
+    let handle = kdp_dedup::service::Dedup::start(config).map_err(|e| format!("kdp dedup: {e}"))?;
+    let fatal = runtime.block_on(async {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(DEDUP_HEALTH_POLL);
+        loop {
+            tokio::select! {
+                stopped = &mut stop => {
+                    break stopped.err().map(|e| format!("kdp dedup: stop signal failed: {e}"));
+                }
+                _ = tick.tick() => {
+                    if handle.finished() {
+                        let why = handle.fatal().unwrap_or_else(|| "the merge thread ended".into());
+                        break Some(format!("kdp dedup: {why}"));
+                    }
+                }
+            }
+        }
+    });
+    let stats = handle.shutdown().map_err(|e| format!("kdp dedup: shutdown: {e}"))?;
+    write_dedup_stats(&mut std::io::stdout(), &stats)
+        .map_err(|e| format!("kdp dedup: cannot write the final counts: {e}"))?;
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Reads and parses the dedup config file, then applies the environment override from `env`.
+fn dedup_config(
+    path: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<kdp_dedup::config::Checked, String> {
+    let fail = |e: String| format!("kdp dedup: config file {}: {e}", path.display());
+    let len = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.len();
+    if len > DEDUP_CONFIG_BYTES_MAX {
+        return Err(fail(format!("{len} bytes, more than {DEDUP_CONFIG_BYTES_MAX}")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let mut config =
+        kdp_dedup::config::DedupConfig::from_toml(&text).map_err(|e| fail(e.to_string()))?;
+    config.apply_env(env);
+    config.check().map_err(|e| fail(e.to_string()))
+}
+
+/// The final counts: one line per gatherer, one for the merge, one for production.
+fn write_dedup_stats(
+    out: &mut impl Write,
+    stats: &kdp_dedup::service::DedupStats,
+) -> std::io::Result<()> {
+    for (name, r) in &stats.readers {
+        writeln!(
+            out,
+            "gatherer {name}: {} rows read (through gseq {}), production cursor {}, {} connects, {} \
+             failures",
+            r.rows_read, r.read_gseq, r.committed_gseq, r.connects, r.failures
+        )?;
+    }
+    let m = &stats.merge;
+    writeln!(
+        out,
+        "merge: {} emitted, {} duplicates, {} repeats, {} kept (snapshots, gaps)",
+        m.emitted, m.duplicates, m.repeats, m.kept
+    )?;
+    let s = &stats.sink;
+    writeln!(
+        out,
+        "production: {} rows in {} batches ({} staged, {} rows already there), {} failures",
+        s.rows_written, stats.batches, s.batches_staged, s.rows_conflicted, s.failures
     )?;
     out.flush()
 }
@@ -660,10 +769,6 @@ mod tests {
     fn unbuilt_subcommands_say_so_and_fail() {
         for (args, expected) in [
             (
-                ["kdp", "dedup"],
-                "kdp dedup: not yet available in this build; it arrives with the deduplicator (issue 5).",
-            ),
-            (
                 ["kdp", "verify"],
                 "kdp verify: not yet available in this build; it arrives with the deduplicator (issue 5).",
             ),
@@ -720,6 +825,31 @@ mod tests {
     }
 
     #[test]
+    fn dedup_config_reads_the_file_then_the_environment() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("d.toml");
+        std::fs::write(
+            &path,
+            "[[gatherers]]\nname = \"a\"\nid = 0\ndatabase_url = \"postgres://kdp@h/g\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            dedup_config(&path, |_| None).err(),
+            Some(format!(
+                "kdp dedup: config file {}: dedup config field `production_database_url`: \
+                 missing; set it or KDP_PRODUCTION_DATABASE_URL",
+                path.display()
+            ))
+        );
+        let env = |name: &str| {
+            (name == "KDP_PRODUCTION_DATABASE_URL").then(|| "postgres://kdp@h/prod".to_owned())
+        };
+        let config = dedup_config(&path, env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.production.get_dbname(), Some("prod"));
+        assert_eq!(config.gatherers.len(), 1);
+    }
+
+    #[test]
     fn gatherer_final_counts() {
         let mut stats = kdp_ingest::gatherer::GathererStats::default();
         stats.shards.push(kdp_ingest::gatherer::ShardStats {
@@ -757,8 +887,8 @@ mod tests {
         migrate(&args, &mut out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "applied gatherer 0001_gatherer_tables\ngatherer schema at version 1\n\
-             gatherer schema at version 1\n"
+            "applied gatherer 0001_gatherer_tables\napplied gatherer 0002_gatherer_runs\n\
+             gatherer schema at version 2\ngatherer schema at version 2\n"
         );
     }
 
@@ -779,22 +909,17 @@ mod tests {
 
     #[test]
     fn every_subcommand_parses() {
-        for name in [
-            "dedup",
-            "sim",
-            "demo",
-            "verify",
-            "migrate",
-            "book",
-            "trades",
-            "coverage",
-            "check-config",
-        ] {
+        for name in
+            ["sim", "demo", "verify", "migrate", "book", "trades", "coverage", "check-config"]
+        {
             let cli = Cli::try_parse_from(["kdp", name]);
             assert_eq!(cli.map(|c| c.command.planned().0).ok(), Some(name));
         }
         let gatherer = Cli::try_parse_from(["kdp", "gatherer", "--config", "g.toml"]);
         assert_eq!(gatherer.map(|c| c.command.planned().0).ok(), Some("gatherer"));
+        let dedup = Cli::try_parse_from(["kdp", "dedup", "--config", "d.toml"]);
+        assert_eq!(dedup.map(|c| c.command.planned().0).ok(), Some("dedup"));
+        assert!(Cli::try_parse_from(["kdp", "dedup"]).is_err(), "dedup needs --config");
         assert!(Cli::try_parse_from(["kdp", "nonsense"]).is_err());
     }
 

@@ -11,10 +11,14 @@
 //! Not here yet (issue 5): readers (LISTEN/NOTIFY), the coverage ledger, metadata sync, the
 //! `kdp dedup` command and `kdp verify`.
 
+pub mod config;
 mod index;
 pub mod limits;
 pub mod merge;
 mod occ;
+pub mod reader;
 pub mod row;
 pub mod schema;
+pub mod service;
 pub mod sink;
+pub mod telemetry;

@@ -1,0 +1,606 @@
+//! The deduplicator end to end (issue 5 items 1 and 6): the simulator, three in-process
+//! gatherers (each with its own database) with different faults, and `kdp dedup`'s service
+//! merging them into a production database.
+//!
+//! What is proven, against the gatherer databases and the simulator's truth:
+//! - production's deltas, trades and tickers are exactly the union by maximum multiplicity of the
+//!   three gatherer databases (computed here from the databases, independently of the merge
+//!   core), with every delta key's occurrence ordinals 0..n and nothing duplicated;
+//! - every event the truth says a gatherer was sent is in production at least as many times as
+//!   that gatherer was sent it, and nothing is in production more often than the exchange sent it;
+//! - every snapshot and gap marker of every gatherer is in production with its source;
+//! - a gatherer database that is down when the dedup starts does not hold the others back, and
+//!   its rows are consumed when it returns, still without duplicates.
+//!
+//! Every wait polls an observable condition with a deadline; seeds are printed.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod gatherer_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use gatherer_support::{MARKETS, Replica, Sim, Truth, wait_for};
+use kdp_dedup::service::{Dedup, DedupHandle, DedupStats};
+use kdp_engine::pg::testing::TestDatabase;
+use kdp_ingest::gatherer::{Gatherer, GathererHandle};
+
+const CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
+const NAMES: [&str; 3] = ["a", "b", "c"];
+/// Longest the dedup may take to reach every gatherer's head once they stopped.
+const DEDUP_WAIT: Duration = Duration::from_secs(60);
+
+struct Pipeline {
+    /// `None` once stopped (its truth read).
+    sim: Option<Sim>,
+    replica: Replica,
+    dbs: Vec<TestDatabase>,
+    gatherers: Vec<GathererHandle>,
+    /// Simulator connections of each gatherer (new ones are added after a reconnect).
+    conns: Vec<BTreeSet<u64>>,
+    prod: TestDatabase,
+}
+
+impl Pipeline {
+    fn start(seed: u64) -> Pipeline {
+        println!("pipeline seed {seed:#x}");
+        let sim = Sim::start(seed);
+        let markets = sim.busy_markets(MARKETS);
+        assert_eq!(markets.len(), MARKETS);
+        let mut dbs = Vec::new();
+        let mut gatherers: Vec<GathererHandle> = Vec::new();
+        let mut conns = Vec::new();
+        for _ in NAMES {
+            let before: BTreeSet<u64> = sim.conns().into_iter().collect();
+            let db = TestDatabase::new().unwrap();
+            let g = Gatherer::start(&sim.gatherer_config(&db, markets.clone(), CHANNELS)).unwrap();
+            wait_for("a gatherer's initial snapshots", || {
+                g.stats().writer.rows.snapshot >= MARKETS as u64
+            });
+            let after: BTreeSet<u64> = sim.conns().into_iter().collect();
+            conns.push(after.difference(&before).copied().collect());
+            dbs.push(db);
+            gatherers.push(g);
+        }
+        let replica = Replica::new(seed, &markets, CHANNELS);
+        let prod = TestDatabase::new().unwrap();
+        Pipeline { sim: Some(sim), replica, dbs, gatherers, conns, prod }
+    }
+
+    fn sim(&self) -> &Sim {
+        self.sim.as_ref().unwrap()
+    }
+
+    /// Order-book markets on a live simulator connection.
+    fn book_markets(&self, conn: u64) -> usize {
+        let info = self.sim().handle.registry().connections();
+        let c = info.iter().find(|c| c.conn == conn).unwrap();
+        c.subscriptions
+            .iter()
+            .filter(|s| s.channel == "orderbook_delta")
+            .map(|s| s.markets.unwrap_or(0))
+            .sum()
+    }
+
+    fn dedup_config(&self) -> kdp_dedup::config::Checked {
+        let mut text = format!(
+            "production_database_url = {:?}\nmetrics_addr = \"127.0.0.1:0\"\npoll_interval_ms = 200\n",
+            self.prod.url()
+        );
+        for (i, (name, db)) in NAMES.iter().zip(&self.dbs).enumerate() {
+            text.push_str(&format!(
+                "[[gatherers]]\nname = \"{name}\"\nid = {i}\ndatabase_url = {:?}\n",
+                db.url()
+            ));
+        }
+        kdp_dedup::config::DedupConfig::from_toml(&text).unwrap().check().unwrap()
+    }
+
+    /// Advances the exchange `steps` times by `events`, each time waiting until every gatherer
+    /// committed every frame it was sent (stored + withheld by faults = 3 × the replica's count;
+    /// no gatherer can exceed its own share, so the sum is exact).
+    fn flow(&mut self, steps: usize, events: u64) {
+        for _ in 0..steps {
+            let exch_seq = self.sim().advance(events);
+            self.caught_up(exch_seq);
+        }
+    }
+
+    fn caught_up(&mut self, exch_seq: u64) {
+        self.replica.run_to(exch_seq);
+        let expected = 3 * self.replica.expected();
+        wait_for("every gatherer to commit every frame sent", || {
+            let stored: u64 = self
+                .gatherers
+                .iter()
+                .map(|g| {
+                    let r = g.stats().writer.rows;
+                    r.delta + r.trade + r.ticker
+                })
+                .sum();
+            stored + self.sim().frames_dropped() == expected
+        });
+    }
+
+    /// Stops the gatherers (every row they received is committed) and the simulator; returns
+    /// each gatherer's last committed gseq and the truth.
+    fn stop_gatherers(&mut self) -> (Vec<i64>, Truth) {
+        let mut heads = Vec::new();
+        for (g, db) in self.gatherers.drain(..).zip(&self.dbs) {
+            let stats = g.shutdown().unwrap();
+            assert_eq!(stats.fatal(), None);
+            let mut c = db.connect().unwrap();
+            heads.push(
+                c.query_one("SELECT coalesce(max(last_gseq), 0) FROM batch", &[]).unwrap().get(0),
+            );
+        }
+        (heads, self.sim.take().unwrap().finish())
+    }
+}
+
+/// Production's cursors by gatherer id.
+fn cursors(prod: &mut postgres::Client) -> BTreeMap<i16, i64> {
+    prod.query("SELECT gatherer, gseq FROM dedup_cursor", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Waits until production's cursor for each listed gatherer reaches its head; returns the time
+/// it took.
+fn wait_cursors(prod: &TestDatabase, heads: &[(i16, i64)]) -> Duration {
+    let t0 = Instant::now();
+    let mut c = prod.connect().unwrap();
+    let deadline = t0 + DEDUP_WAIT;
+    loop {
+        let now = cursors(&mut c);
+        if heads.iter().all(|(id, head)| now.get(id).copied().unwrap_or(0) >= *head) {
+            for (id, head) in heads {
+                assert_eq!(now.get(id), Some(head), "a cursor never passes its gatherer's head");
+            }
+            return t0.elapsed();
+        }
+        assert!(Instant::now() < deadline, "dedup cursors {now:?} did not reach {heads:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+type Multiset = BTreeMap<String, u64>;
+
+fn opt(v: Option<i64>) -> String {
+    v.map_or("-".to_owned(), |v| v.to_string())
+}
+
+const TICKER_CONTENT: &str = "price_micros, yes_bid_micros, yes_ask_micros, yes_bid_size_centi, \
+     yes_ask_size_centi, last_trade_size_centi, volume_centi, open_interest_centi, dollar_volume, \
+     dollar_open_interest, clock";
+
+fn ticker_text(r: &postgres::Row, first: usize) -> String {
+    (first..first + 11).map(|i| opt(r.get(i))).collect::<Vec<_>>().join(" ")
+}
+
+/// A gatherer database's events with their full identities, as a multiset; a ticker equal to its
+/// market's previous ticker (a repeated frame) counts once, as DESIGN §4 / the occ module say.
+fn gatherer_events(c: &mut postgres::Client) -> Multiset {
+    let mut m = Multiset::new();
+    for r in c
+        .query("SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi FROM delta", &[])
+        .unwrap()
+    {
+        let key = format!(
+            "delta {} {} {} {} {}",
+            r.get::<_, String>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, bool>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4)
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    for r in c
+        .query(
+            "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
+             FROM trade",
+            &[],
+        )
+        .unwrap()
+    {
+        let key = format!(
+            "trade {} {} {} {} {} {}",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4),
+            r.get::<_, i64>(5)
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for r in c
+        .query(
+            &format!("SELECT market, ts_exch_ns, {TICKER_CONTENT} FROM ticker ORDER BY gseq"),
+            &[],
+        )
+        .unwrap()
+    {
+        let market: String = r.get(0);
+        let key = format!("ticker {market} {} {}", r.get::<_, i64>(1), ticker_text(&r, 2));
+        if last.get(&market) == Some(&key) {
+            continue;
+        }
+        last.insert(market, key.clone());
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+/// Production's events as the same multiset; checks each delta key's occs are 0..n.
+fn production_events(c: &mut postgres::Client) -> Multiset {
+    let mut m = Multiset::new();
+    let mut occs: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for r in c
+        .query(
+            "SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi, occ FROM delta",
+            &[],
+        )
+        .unwrap()
+    {
+        let key = format!(
+            "delta {} {} {} {} {}",
+            r.get::<_, String>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, bool>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4)
+        );
+        occs.entry(key.clone()).or_default().push(r.get(5));
+        *m.entry(key).or_default() += 1;
+    }
+    for (key, mut o) in occs {
+        o.sort_unstable();
+        let want: Vec<i32> = (0..i32::try_from(o.len()).unwrap()).collect();
+        assert_eq!(o, want, "occurrence ordinals of {key}");
+    }
+    for r in c
+        .query(
+            "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
+             FROM trade",
+            &[],
+        )
+        .unwrap()
+    {
+        let key = format!(
+            "trade {} {} {} {} {} {}",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4),
+            r.get::<_, i64>(5)
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    for r in
+        c.query(&format!("SELECT market, ts_exch_ns, {TICKER_CONTENT} FROM ticker"), &[]).unwrap()
+    {
+        let key = format!(
+            "ticker {} {} {}",
+            r.get::<_, String>(0),
+            r.get::<_, i64>(1),
+            ticker_text(&r, 2)
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+/// Production rows in the harness's truth format, per (market, row text).
+fn production_truth_rows(c: &mut postgres::Client) -> Multiset {
+    let mut m = Multiset::new();
+    for r in c
+        .query("SELECT market, side_yes, price_micros, delta_centi, ts_exch_ns FROM delta", &[])
+        .unwrap()
+    {
+        let key = format!(
+            "{} delta {} {} {} {}",
+            r.get::<_, String>(0),
+            r.get::<_, bool>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4)
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    for r in c
+        .query("SELECT market, trade_id, yes_price_micros, count_centi, ts_exch_ns FROM trade", &[])
+        .unwrap()
+    {
+        let key = format!(
+            "{} trade {} {} {} {}",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4)
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    for r in c
+        .query(
+            "SELECT market, yes_bid_micros, yes_ask_micros, volume_centi, open_interest_centi, \
+             dollar_volume, ts_exch_ns FROM ticker",
+            &[],
+        )
+        .unwrap()
+    {
+        let key = format!(
+            "{} ticker {} {} {} {} {} {}",
+            r.get::<_, String>(0),
+            opt(r.get(1)),
+            opt(r.get(2)),
+            opt(r.get(3)),
+            opt(r.get(4)),
+            opt(r.get(5)),
+            r.get::<_, i64>(6)
+        );
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+fn union_by_max(sets: &[Multiset]) -> Multiset {
+    let mut u = Multiset::new();
+    for s in sets {
+        for (k, n) in s {
+            let e = u.entry(k.clone()).or_default();
+            *e = (*e).max(*n);
+        }
+    }
+    u
+}
+
+fn total(m: &Multiset) -> u64 {
+    m.values().sum()
+}
+
+/// Snapshots and gap markers of every gatherer are in production with their source.
+fn assert_kept_rows(prod: &mut postgres::Client, dbs: &[TestDatabase]) {
+    for (id, db) in dbs.iter().enumerate() {
+        let id = i16::try_from(id).unwrap();
+        let mut c = db.connect().unwrap();
+        for table in ["snapshot", "gap"] {
+            let want: Vec<i64> = c
+                .query(&format!("SELECT gseq FROM {table} ORDER BY gseq"), &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let prod_table = if table == "gap" { "gatherer_gap" } else { table };
+            let got: Vec<i64> = prod
+                .query(
+                    &format!("SELECT gseq FROM {prod_table} WHERE gatherer = $1 ORDER BY gseq"),
+                    &[&id],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(got, want, "gatherer {id}: every {table} row is in production");
+        }
+    }
+}
+
+/// Production = union by maximum multiplicity of the gatherer databases, exactly.
+fn assert_union(prod: &mut postgres::Client, dbs: &[TestDatabase]) -> (Multiset, Vec<Multiset>) {
+    let per: Vec<Multiset> =
+        dbs.iter().map(|db| gatherer_events(&mut db.connect().unwrap())).collect();
+    let union = union_by_max(&per);
+    let got = production_events(prod);
+    let missing: Vec<(&String, &u64)> =
+        union.iter().filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n).take(5).collect();
+    let extra: Vec<(&String, &u64)> =
+        got.iter().filter(|(k, n)| union.get(*k).copied().unwrap_or(0) < **n).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    assert_eq!(got, union, "production = union by maximum multiplicity");
+    println!(
+        "gatherer events {:?}, union {}, production {}",
+        per.iter().map(total).collect::<Vec<_>>(),
+        total(&union),
+        total(&got)
+    );
+    (got, per)
+}
+
+/// Every event delivered to a gatherer is in production at least as often as that gatherer was
+/// sent it, and nothing more often than the exchange sent it.
+fn assert_truth(prod: &mut postgres::Client, truth: &Truth, conns: &[BTreeSet<u64>]) {
+    let text: BTreeMap<u64, String> = truth
+        .delivered
+        .iter()
+        .flat_map(|(m, rows)| rows.iter().map(move |(s, r)| (*s, format!("{m} {r}"))))
+        .collect();
+    let got = production_truth_rows(prod);
+    let mut delivered_any = 0;
+    for (g, set) in conns.iter().enumerate() {
+        let mut sent = Multiset::new();
+        for conn in set {
+            for (_, s) in truth.by_conn.get(conn).into_iter().flatten() {
+                *sent.entry(text[s].clone()).or_default() += 1;
+            }
+        }
+        for (k, n) in &sent {
+            assert!(
+                got.get(k).copied().unwrap_or(0) >= *n,
+                "gatherer {g} was sent {k} {n} times; production has {:?}",
+                got.get(k)
+            );
+        }
+        delivered_any = delivered_any.max(total(&sent));
+    }
+    let mut exchange = Multiset::new();
+    for (m, rows) in &truth.all_events {
+        for (_, r) in rows {
+            *exchange.entry(format!("{m} {r}")).or_default() += 1;
+        }
+    }
+    for (k, n) in &got {
+        assert!(exchange.get(k).copied().unwrap_or(0) >= *n, "production has {k} {n} times");
+    }
+    assert!(delivered_any > 2_000, "the run delivered enough events to mean something");
+}
+
+/// GET `path` on the dedup's telemetry server: (status line, body).
+fn http_get(handle: &DedupHandle, path: &str) -> (String, String) {
+    let addr = handle.metrics_addr().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+fn finish(handle: DedupHandle) -> DedupStats {
+    let stats = handle.shutdown().unwrap();
+    println!("dedup stats {stats:#?}");
+    assert_eq!(
+        stats.sink.rows_written + stats.sink.rows_conflicted,
+        stats.merge.emitted + stats.merge.kept,
+        "every emitted or kept row was written or found in production"
+    );
+    stats
+}
+
+#[test]
+fn three_faulty_gatherers_merge_into_the_exact_union() {
+    let mut p = Pipeline::start(0x6465_6475_7000_0001);
+    let dedup = Dedup::start(p.dedup_config()).unwrap();
+    let t0 = Instant::now();
+    p.flow(3, 1_000);
+    // a: frames dropped on two connections (sequenced channels then show gaps and resync).
+    for conn in p.conns[0].iter().take(2) {
+        p.sim().control("/faults/drop_next", &format!("{{\"conn\":{conn},\"frames\":7}}"));
+    }
+    p.flow(2, 1_000);
+    // b: a server close; the exchange waits until it resubscribed (so b misses nothing).
+    let conn = *p.conns[1].iter().next().unwrap();
+    let books = p.book_markets(conn) as u64;
+    assert!(books > 0);
+    let before = p.gatherers[1].stats().writer.rows;
+    let live: BTreeSet<u64> = p.sim().conns().into_iter().collect();
+    p.sim().control("/faults/close", &format!("{{\"conn\":{conn},\"code\":1011}}"));
+    wait_for("b's disconnect gap and its resubscription snapshots", || {
+        let rows = p.gatherers[1].stats().writer.rows;
+        rows.gap > before.gap && rows.snapshot >= before.snapshot + books
+    });
+    let now: BTreeSet<u64> = p.sim().conns().into_iter().collect();
+    p.conns[1].extend(now.difference(&live).copied());
+    // c: frames dropped on its last connection; and its reader's connection is cut.
+    let conn = *p.conns[2].iter().last().unwrap();
+    p.sim().control("/faults/drop_next", &format!("{{\"conn\":{conn},\"frames\":11}}"));
+    let mut admin = p.prod.connect().unwrap();
+    let c_db = p.dbs[2].name().to_owned();
+    wait_for("the dedup to read from c", || dedup.health().gatherers[2].connected);
+    let cut: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'kdp-dedup'",
+            &[&c_db],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(cut, 1, "c's reader had one connection");
+    p.flow(3, 1_000);
+    let (heads, truth) = p.stop_gatherers();
+    let waited = wait_cursors(&p.prod, &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
+    let elapsed = t0.elapsed();
+    let health = dedup.health();
+    println!("health {health:?}");
+    let (status, body) = http_get(&dedup, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for series in ["kdp_dedup_rows_merged_total", "kdp_dedup_commit_latency_us_count"] {
+        assert!(body.contains(series), "{series} in /metrics");
+    }
+    let stats = finish(dedup);
+    assert!(stats.readers[2].1.connects >= 2, "c's reader reconnected: {:?}", stats.readers[2]);
+    let mut prod = p.prod.connect().unwrap();
+    let (got, per) = assert_union(&mut prod, &p.dbs);
+    assert!(per.iter().any(|g| g != &got), "the faults made the gatherers differ");
+    assert_kept_rows(&mut prod, &p.dbs);
+    assert_truth(&mut prod, &truth, &p.conns);
+    let read: u64 = stats.readers.iter().map(|(_, r)| r.rows_read).sum();
+    println!(
+        "moved {read} gatherer rows into {} production rows in {elapsed:?} (run paced by the \
+         simulator; dedup caught up {waited:?} after the gatherers stopped)",
+        stats.sink.rows_written
+    );
+}
+
+#[test]
+fn a_gatherer_database_down_at_start_is_consumed_when_it_returns() {
+    let mut p = Pipeline::start(0x6465_6475_7000_0002);
+    let b_db = p.dbs[1].name().to_owned();
+    let mut admin = p.prod.connect().unwrap();
+    // b's database refuses new connections (its gatherer's writer keeps the one it has).
+    admin.batch_execute(&format!("ALTER DATABASE {b_db} WITH ALLOW_CONNECTIONS false")).unwrap();
+    let dedup = Dedup::start(p.dedup_config()).unwrap();
+    p.flow(4, 1_000);
+    let heads: Vec<i64> = p
+        .dbs
+        .iter()
+        .map(|db| {
+            db.connect()
+                .map(|mut c| c.query_one("SELECT max(last_gseq) FROM batch", &[]).unwrap().get(0))
+                .unwrap_or(0)
+        })
+        .collect();
+    let a_head = heads[0];
+    let c_head = heads[2];
+    wait_cursors(&p.prod, &[(0, a_head), (2, c_head)]);
+    let health = dedup.health();
+    assert_eq!(
+        health.gatherers.iter().map(|g| g.connected).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    assert!(health.production.connected);
+    let (status, body) = http_get(&dedup, "/health");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.contains("\"name\":\"b\",\"id\":1,\"connected\":false"), "{body}");
+    let (_, metrics) = http_get(&dedup, "/metrics");
+    wait_for("the connected gauges to be published", || {
+        let (_, m) = http_get(&dedup, "/metrics");
+        m.contains("kdp_dedup_gatherer_connected{shard=\"merge\",gatherer=\"a\"} 1")
+    });
+    assert!(
+        metrics.contains("kdp_dedup_gatherer_connected{shard=\"merge\",gatherer=\"b\"} 0"),
+        "{metrics}"
+    );
+    let mut prod = p.prod.connect().unwrap();
+    assert_eq!(cursors(&mut prod).get(&1), None, "nothing of b was read");
+    // a and c are complete (no faults): production already holds everything.
+    let a = gatherer_events(&mut p.dbs[0].connect().unwrap());
+    assert_eq!(production_events(&mut prod), a, "a and c carried production alone");
+    // b comes back.
+    admin.batch_execute(&format!("ALTER DATABASE {b_db} WITH ALLOW_CONNECTIONS true")).unwrap();
+    let back = Instant::now();
+    p.flow(2, 1_000);
+    let (heads, truth) = p.stop_gatherers();
+    wait_cursors(&p.prod, &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
+    let caught_up = back.elapsed();
+    let stats = finish(dedup);
+    let (got, _) = assert_union(&mut prod, &p.dbs);
+    assert_eq!(got, gatherer_events(&mut p.dbs[1].connect().unwrap()), "b is complete too");
+    assert_kept_rows(&mut prod, &p.dbs);
+    assert_truth(&mut prod, &truth, &p.conns);
+    let b = &stats.readers[1].1;
+    assert_eq!(b.read_gseq, heads[1]);
+    println!(
+        "b: {} rows read after its database returned; all caught up {caught_up:?} later; \
+         {} staged batches, {} rows already in production",
+        b.rows_read, stats.sink.batches_staged, stats.sink.rows_conflicted
+    );
+}
