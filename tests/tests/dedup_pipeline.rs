@@ -604,3 +604,41 @@ fn a_gatherer_database_down_at_start_is_consumed_when_it_returns() {
         b.rows_read, stats.sink.batches_staged, stats.sink.rows_conflicted
     );
 }
+
+#[test]
+fn production_down_mid_run_pauses_the_merge_and_loses_nothing() {
+    let mut p = Pipeline::start(0x6465_6475_7000_0003);
+    let dedup = Dedup::start(p.dedup_config()).unwrap();
+    p.flow(2, 1_000);
+    let prod_db = p.prod.name().to_owned();
+    // Administer from a gatherer database: production refuses connections while it is down.
+    let mut admin = p.dbs[0].connect().unwrap();
+    wait_for("the first production commit", || dedup.health().production.batches_committed > 0);
+    admin.batch_execute(&format!("ALTER DATABASE {prod_db} WITH ALLOW_CONNECTIONS false")).unwrap();
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'kdp-dedup'",
+            &[&prod_db],
+        )
+        .unwrap();
+    // The gatherers keep buffering while production is down.
+    p.flow(3, 1_000);
+    wait_for("/health to report production down (503)", || {
+        let (status, _) = http_get(&dedup, "/health");
+        status == "HTTP/1.1 503 Service Unavailable" && !dedup.health().production.connected
+    });
+    let committed = dedup.health().production.batches_committed;
+    admin.batch_execute(&format!("ALTER DATABASE {prod_db} WITH ALLOW_CONNECTIONS true")).unwrap();
+    p.flow(1, 1_000);
+    let (heads, truth) = p.stop_gatherers();
+    wait_cursors(&p.prod, &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
+    assert!(dedup.health().production.connected);
+    assert!(dedup.health().production.batches_committed > committed);
+    let stats = finish(dedup);
+    assert!(stats.sink.failures > 0, "writes failed while production was down");
+    let mut prod = p.prod.connect().unwrap();
+    assert_union(&mut prod, &p.dbs);
+    assert_kept_rows(&mut prod, &p.dbs);
+    assert_truth(&mut prod, &truth, &p.conns);
+}
