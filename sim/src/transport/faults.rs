@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rest::RestFaults;
-use super::session::SubSummary;
+use super::session::{SubMarkets, SubSummary};
 
 /// Parts per million: the unit of every fault rate.
 pub const PPM: u32 = 1_000_000;
@@ -213,6 +213,9 @@ pub struct ConnStats {
     pub overflows: AtomicU64,
     /// Current subscriptions.
     pub subscriptions: Mutex<Vec<SubSummary>>,
+    /// Markets of the market-filtered subscriptions, updated after each command and overflow
+    /// (never per data frame, so the data path pays nothing for it).
+    pub markets: Mutex<Vec<SubMarkets>>,
 }
 
 /// A live connection as the control endpoint lists it.
@@ -404,6 +407,12 @@ impl Registry {
                 overflows: load(&e.stats.overflows),
             })
             .collect()
+    }
+
+    /// The markets each live connection's market-filtered subscriptions hold, by ordinal, as of
+    /// the last command (or overflow) each connection handled.
+    pub fn subscribed_markets(&self) -> Vec<(u64, Vec<SubMarkets>)> {
+        lock(&self.conns).iter().map(|(&conn, e)| (conn, lock(&e.stats.markets).clone())).collect()
     }
 
     /// Sends a fault to one connection and waits until the connection has acted on it, so

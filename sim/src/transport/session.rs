@@ -226,6 +226,18 @@ pub struct SubSummary {
     pub seq: u64,
 }
 
+/// The markets of one market-filtered subscription, for tests that check exactly what a client
+/// holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubMarkets {
+    /// Channel name.
+    pub channel: &'static str,
+    /// Subscription id.
+    pub sid: u64,
+    /// Markets held, in the order they were added.
+    pub markets: Vec<Arc<str>>,
+}
+
 /// The protocol state of one connection.
 #[derive(Debug)]
 pub struct Session {
@@ -284,6 +296,21 @@ impl Session {
                     Markets::Some(set) => Some(set.order.len()),
                 },
                 seq: s.seq,
+            })
+            .collect()
+    }
+
+    /// The markets of every market-filtered subscription (whole-exchange ones are left out).
+    pub fn market_lists(&self) -> Vec<SubMarkets> {
+        self.subs
+            .iter()
+            .filter_map(|s| match &s.markets {
+                Markets::All => None,
+                Markets::Some(set) => Some(SubMarkets {
+                    channel: s.channel.as_str(),
+                    sid: s.sid,
+                    markets: set.order.clone(),
+                }),
             })
             .collect()
     }

@@ -299,6 +299,7 @@ impl Driver {
                         self.drain_events(&mut events, &mut out);
                         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
                         self.session.on_command(&text, now_ms, &mut out);
+                        self.publish_markets();
                         Ok(())
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -410,7 +411,14 @@ impl Driver {
     fn overflow(&mut self, sid: Option<u64>, out: &mut Vec<Out>) {
         if self.session.overflow(sid, out) {
             bump(&self.stats.overflows);
+            self.publish_markets();
         }
+    }
+
+    /// Publishes the subscriptions' market lists (after a command or an overflow changed them).
+    fn publish_markets(&self) {
+        *self.stats.markets.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            self.session.market_lists();
     }
 
     fn act(&mut self, control: Control, out: &mut Vec<Out>) -> Result<(), End> {

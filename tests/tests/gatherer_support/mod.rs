@@ -281,6 +281,7 @@ impl Truth {
         let mut events = HashMap::new();
         let mut all_events: BTreeMap<String, Vec<(u64, Row)>> = BTreeMap::new();
         let mut logs: BTreeMap<u64, Vec<DeliveryItem>> = BTreeMap::new();
+        let mut lifecycle = std::collections::HashSet::new();
         while let Some(record) = reader.next() {
             match record.unwrap() {
                 TruthRecord::Exch(e) => {
@@ -322,7 +323,11 @@ impl Truth {
                                 state.dollar_volume
                             ),
                         )),
-                        _ => None,
+                        ExchEventKind::MarketLifecycle { .. }
+                        | ExchEventKind::EventCreated { .. } => {
+                            lifecycle.insert(e.event.exch_seq);
+                            None
+                        }
                     };
                     if let Some(row) = row {
                         all_events
@@ -348,6 +353,10 @@ impl Truth {
             for item in items {
                 match *item {
                     DeliveryItem::Delivered(s) => {
+                        // Lifecycle frames (on the registry's session) are not data rows.
+                        if lifecycle.contains(&s) {
+                            continue;
+                        }
                         let (market, row) =
                             events.get(&s).cloned().expect("a delivered event is a data event");
                         by_conn.entry(*conn).or_default().push((market.clone(), s));
@@ -359,7 +368,7 @@ impl Truth {
                     }
                     DeliveryItem::Duplicate(s) => duplicates.push(s),
                     DeliveryItem::Gap { first, last } => {
-                        for s in first..=last {
+                        for s in (first..=last).filter(|s| !lifecycle.contains(s)) {
                             let (market, _) =
                                 events.get(&s).cloned().expect("a withheld data event");
                             open.push((market, s, before));
