@@ -7,12 +7,15 @@
 //! - [`sink`]: one production transaction per batch (binary COPY, cursors, COMMIT), with the
 //!   unique-constraint backstop and the lost-COMMIT check.
 //! - [`schema`]: the production schema's migrations.
+//! - [`ledger`]: the coverage ledger (per market per minute counts, per-gatherer uncovered
+//!   intervals, coverage gaps), written with each batch ([`sink::Sink::write_with_ledger`]).
+//! - [`verify`]: `kdp verify`'s pure check of DESIGN §4's invariants.
 //!
-//! Not here yet (issue 5): readers (LISTEN/NOTIFY), the coverage ledger, metadata sync, the
-//! `kdp dedup` command and `kdp verify`.
+//! Not here yet (issue 5): readers (LISTEN/NOTIFY), metadata sync, the `kdp dedup` command.
 
 pub mod config;
 mod index;
+pub mod ledger;
 pub mod limits;
 pub mod merge;
 mod occ;
@@ -22,3 +25,4 @@ pub mod schema;
 pub mod service;
 pub mod sink;
 pub mod telemetry;
+pub mod verify;

@@ -6,9 +6,16 @@ use kdp_engine::pg::migrate::{Migration, Schema};
 /// The production database's schema (`kdp migrate --schema production`).
 pub const PRODUCTION: Schema = Schema {
     name: "production",
-    migrations: &[Migration {
-        version: 1,
-        name: "0001_production_tables",
-        sql: include_str!("../migrations/production/0001_production_tables.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "0001_production_tables",
+            sql: include_str!("../migrations/production/0001_production_tables.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "0002_coverage",
+            sql: include_str!("../migrations/production/0002_coverage.sql"),
+        },
+    ],
 };

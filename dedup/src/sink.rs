@@ -25,6 +25,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 use sha2::{Digest, Sha256};
 
+use crate::ledger::LedgerDelta;
 use crate::limits::GATHERERS_MAX;
 use crate::merge::{Batch, GathererId, Kept, Merged, ProductionKey};
 use crate::row::{
@@ -321,6 +322,18 @@ impl Sink {
     /// `Err` nothing of the batch is committed by this attempt (or, connection lost, the next
     /// call finds out): call again with the same batch after a pause.
     pub fn write(&mut self, batch: &Batch) -> Result<Written, SinkError> {
+        self.write_with_ledger(batch, &LedgerDelta::default())
+    }
+
+    /// [`Sink::write`] with the batch's coverage-ledger rows ([`crate::ledger::Ledger::take_batch`]
+    /// hands both over) in the same transaction: minute counts added to the stored ones, uncovered
+    /// intervals upserted, each recomputed market's coverage gaps replaced. Retry with the same
+    /// batch and delta; [`Written::AlreadyCommitted`] means both were committed.
+    pub fn write_with_ledger(
+        &mut self,
+        batch: &Batch,
+        ledger: &LedgerDelta,
+    ) -> Result<Written, SinkError> {
         if batch.is_empty() {
             return Ok(Written::Direct { rows: 0 });
         }
@@ -334,14 +347,14 @@ impl Sink {
                 return Ok(Written::AlreadyCommitted);
             }
         }
-        let result = match write_direct(client, batch) {
+        let result = match write_direct(client, batch, ledger) {
             Ok(rows) => Ok(Written::Direct { rows }),
             Err(error) if is_unique_violation(&error) => {
                 let closed = client.is_closed();
                 if closed {
                     Err(pg_error("write the batch", &error, closed))
                 } else {
-                    self.write_staged(batch)
+                    self.write_staged(batch, ledger)
                 }
             }
             Err(error) => Err(pg_error("write the batch", &error, client.is_closed())),
@@ -368,7 +381,7 @@ impl Sink {
         result
     }
 
-    fn write_staged(&mut self, batch: &Batch) -> Result<Written, SinkError> {
+    fn write_staged(&mut self, batch: &Batch, ledger: &LedgerDelta) -> Result<Written, SinkError> {
         let ready = self.staging_ready;
         let client = self.connect()?;
         let err = |client: &Client, e: postgres::Error| {
@@ -394,6 +407,7 @@ impl Sink {
                 }
             }
             update_cursors(&mut tx, batch)?;
+            write_ledger(&mut tx, ledger)?;
             tx.commit()?;
             Ok::<u64, postgres::Error>(inserted)
         })();
@@ -439,10 +453,15 @@ fn committed(batch: &Batch, db: &[Option<i64>; GATHERERS_MAX]) -> Result<bool, S
 }
 
 /// One transaction: COPY every table, move the cursors, COMMIT. Returns the rows written.
-fn write_direct(client: &mut Client, batch: &Batch) -> Result<u64, postgres::Error> {
+fn write_direct(
+    client: &mut Client,
+    batch: &Batch,
+    ledger: &LedgerDelta,
+) -> Result<u64, postgres::Error> {
     let mut tx = client.transaction()?;
     copy_batch(&mut tx, batch, "")?;
     update_cursors(&mut tx, batch)?;
+    write_ledger(&mut tx, ledger)?;
     tx.commit()?;
     Ok(batch.rows() as u64)
 }
@@ -463,6 +482,81 @@ fn update_cursors(tx: &mut Transaction<'_>, batch: &Batch) -> Result<(), postgre
     )?;
     if moved != gatherers.len() as u64 {
         tx.batch_execute(&format!("DO $$ BEGIN RAISE EXCEPTION '{CURSOR_NOT_ADVANCED}'; END $$"))?;
+    }
+    Ok(())
+}
+
+/// The ledger's market column: '' stands for every market.
+fn ledger_market(market: Option<&std::sync::Arc<str>>) -> &str {
+    market.map_or("", |m| &**m)
+}
+
+/// Writes a batch's coverage-ledger rows in its transaction (see [`Sink::write_with_ledger`]).
+fn write_ledger(tx: &mut Transaction<'_>, ledger: &LedgerDelta) -> Result<(), postgres::Error> {
+    if !ledger.counts.is_empty() {
+        let mut minutes = Vec::with_capacity(ledger.counts.len());
+        let mut markets = Vec::with_capacity(ledger.counts.len());
+        let mut gatherers = Vec::with_capacity(ledger.counts.len());
+        let mut delivered = Vec::with_capacity(ledger.counts.len());
+        let mut merged = Vec::with_capacity(ledger.counts.len());
+        for c in &ledger.counts {
+            minutes.push(c.minute_ns);
+            markets.push(&*c.market);
+            gatherers.push(gatherer_col(c.gatherer));
+            delivered.push(i64::try_from(c.delivered).unwrap_or(i64::MAX));
+            merged.push(i64::try_from(c.merged).unwrap_or(i64::MAX));
+        }
+        tx.execute(
+            "INSERT INTO coverage_minute (minute_ns, market, gatherer, delivered, merged) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::bigint[], \
+             $5::bigint[]) ON CONFLICT (minute_ns, market, gatherer) DO UPDATE SET \
+             delivered = coverage_minute.delivered + EXCLUDED.delivered, \
+             merged = coverage_minute.merged + EXCLUDED.merged",
+            &[&minutes, &markets, &gatherers, &delivered, &merged],
+        )?;
+    }
+    if !ledger.uncovered.is_empty() {
+        // A market's row may appear twice in one delta (opened, then closed): the last wins.
+        let mut latest = std::collections::HashMap::new();
+        for u in &ledger.uncovered {
+            latest.insert((u.gatherer, u.gap_gseq, ledger_market(u.market.as_ref())), u);
+        }
+        let mut rows: Vec<_> = latest.into_iter().collect();
+        rows.sort_by_key(|(k, _)| *k);
+        let (mut gatherers, mut gseqs, mut markets, mut froms, mut tos) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((gatherer, gseq, market), u) in rows {
+            gatherers.push(gatherer_col(gatherer));
+            gseqs.push(gseq);
+            markets.push(market);
+            froms.push(u.from_ns);
+            tos.push(u.to_ns);
+        }
+        tx.execute(
+            "INSERT INTO gatherer_uncovered (gatherer, gap_gseq, market, ts_from_ns, ts_to_ns) \
+             SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::text[], $4::bigint[], \
+             $5::bigint[]) ON CONFLICT (gatherer, gap_gseq, market) DO UPDATE SET \
+             ts_from_ns = EXCLUDED.ts_from_ns, ts_to_ns = EXCLUDED.ts_to_ns",
+            &[&gatherers, &gseqs, &markets, &froms, &tos],
+        )?;
+    }
+    for gaps in &ledger.coverage_gaps {
+        let market = ledger_market(gaps.market.as_ref());
+        tx.execute(
+            "DELETE FROM coverage_gap WHERE market = $1 AND ts_from_ns >= $2",
+            &[&market, &gaps.from_ns],
+        )?;
+        if gaps.gaps.is_empty() {
+            continue;
+        }
+        let froms: Vec<i64> = gaps.gaps.iter().map(|g| g.from_ns).collect();
+        let tos: Vec<Option<i64>> = gaps.gaps.iter().map(|g| g.to_ns).collect();
+        tx.execute(
+            "INSERT INTO coverage_gap (ts_from_ns, ts_to_ns, market) \
+             SELECT f, t, $3 FROM unnest($1::bigint[], $2::bigint[]) AS u(f, t) \
+             ON CONFLICT (ts_from_ns, market) DO UPDATE SET ts_to_ns = EXCLUDED.ts_to_ns",
+            &[&froms, &tos, &market],
+        )?;
     }
     Ok(())
 }
