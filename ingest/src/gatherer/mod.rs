@@ -127,6 +127,17 @@ impl GathererStats {
     }
 }
 
+/// The markets a run captures, named by the restart or crash gap its writer records: the
+/// configured list when it is static; empty (= every market of this gatherer) when `rest_url`
+/// is set, since the registry then adds and removes markets during the run and the configured
+/// ones are only a part of them.
+fn run_markets(checked: &Checked) -> Arc<[Arc<str>]> {
+    if checked.rest.is_some() {
+        return Arc::from([]);
+    }
+    checked.markets.iter().map(|m| Arc::<str>::from(m.as_str())).collect()
+}
+
 /// Entry point: see [`Gatherer::start`].
 #[derive(Debug)]
 pub struct Gatherer;
@@ -196,7 +207,11 @@ impl Gatherer {
         let writer = Writer::start_with_telemetry(
             pg,
             rings.clone(),
-            WriterOptions { migrate: true, ..WriterOptions::default() },
+            WriterOptions {
+                migrate: true,
+                markets: run_markets(&checked),
+                ..WriterOptions::default()
+            },
             Some(writer_ids.telemetry(hub.recorder("writer", now_ns))),
         )?;
         let abandon = Arc::new(AtomicBool::new(false));
