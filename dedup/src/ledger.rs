@@ -57,6 +57,11 @@ use crate::row::{Gap, Row};
 /// One minute in ns: the ledger's counting unit.
 pub const MINUTE_NS: i64 = 60_000_000_000;
 
+/// The start of the minute holding `ts_ns` (saturating at the ends of time).
+pub fn minute_start(ts_ns: i64) -> i64 {
+    ts_ns.saturating_sub(ts_ns.rem_euclid(MINUTE_NS))
+}
+
 /// How far a receive-time bound of a gap marker is widened on each side to bound exchange times:
 /// covers the exchange → gatherer latency of the frame the bound comes from (milliseconds; seconds
 /// under a heavy backlog) and the offset between the exchange's clock and the gatherer's (NTP
@@ -352,7 +357,7 @@ impl Ledger {
                     Fate::Duplicate => (1, 0),
                     Fate::Repeat | Fate::Kept => return,
                 };
-                let minute_ns = ts_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
+                let minute_ns = minute_start(ts_ns);
                 let count = self.counts.entry((market, minute_ns, gatherer)).or_default();
                 count.0 += delivered;
                 count.1 += merged;
@@ -591,7 +596,7 @@ pub fn minute_coverage(
         .filter(|u| u.market.is_some() || !own.contains(&(u.gatherer, u.gap_gseq)))
         .collect();
     let mut out = Vec::new();
-    let mut minute_ns = from_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
+    let mut minute_ns = minute_start(from_ns);
     while minute_ns < to_ns {
         let end_ns = minute_ns.saturating_add(MINUTE_NS - 1);
         let mut row = MinuteCoverage {

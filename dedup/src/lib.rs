@@ -9,12 +9,14 @@
 //! - [`schema`]: the production schema's migrations.
 //! - [`ledger`]: the coverage ledger (per market per minute counts, per-gatherer uncovered
 //!   intervals, coverage gaps), written with each batch ([`sink::Sink::write_with_ledger`]).
-//! - [`verify`]: `kdp verify`'s pure check of DESIGN §4's invariants.
+//! - [`verify`]: `kdp verify`'s pure check of DESIGN §4's invariants; [`inspect`]: the SQL
+//!   reads under `kdp verify` and `kdp coverage`.
 //!
 //! Not here yet (issue 5): readers (LISTEN/NOTIFY), metadata sync, the `kdp dedup` command.
 
 pub mod config;
 mod index;
+pub mod inspect;
 pub mod ledger;
 pub mod limits;
 pub mod merge;

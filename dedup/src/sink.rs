@@ -25,7 +25,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 use sha2::{Digest, Sha256};
 
-use crate::ledger::LedgerDelta;
+use crate::ledger::{LedgerDelta, Uncovered};
 use crate::limits::GATHERERS_MAX;
 use crate::merge::{Batch, GathererId, Kept, Merged, ProductionKey};
 use crate::row::{
@@ -316,6 +316,15 @@ impl Sink {
             });
         }
         Ok(keys)
+    }
+
+    /// The stored uncovered intervals a restarted ledger needs ([`crate::ledger::Ledger::restore`]):
+    /// open ones and those ending at or after `since_ns` (the latest exchange time in production
+    /// minus [`crate::ledger::LEDGER_RETAIN_NS`]).
+    pub fn read_uncovered(&mut self, since_ns: i64) -> Result<Vec<Uncovered>, SinkError> {
+        let client = self.connect()?;
+        crate::inspect::uncovered(client, None, since_ns)
+            .map_err(|e| pg_error("read the coverage ledger", &e, false))
     }
 
     /// Writes one batch in one transaction and moves its cursors; see the module note. On
