@@ -2,7 +2,8 @@
 //! 12 markets over several wss connections) into a real PostgreSQL database, scraped over plain
 //! HTTP while it runs. Once the stream is quiet (the simulator's clock is manual, so nothing
 //! arrives unless the test advances it), every counter must equal what the database holds, and
-//! both latency summaries must count exactly the rows they cover.
+//! both latency summaries must count exactly the rows they cover; so must the HdrHistogram
+//! interval log (`histogram_log`), read back with `hdrhistogram`'s own `IntervalLogIterator`.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kdp_engine::pg::testing::TestDatabase;
+use kdp_engine::telemetry::interval_log::{self, LogContents};
 use kdp_ingest::gatherer::telemetry::EVENT_TYPES;
 use kdp_ingest::gatherer::{Gatherer, GathererConfig};
 use kdp_sim::market::MarketConfig;
@@ -76,6 +78,39 @@ fn table_rows(client: &mut postgres::Client) -> [u64; 8] {
     })
 }
 
+/// The interval log files of the run (`PREFIX-<run start>-<n>.hlog`), oldest first.
+fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("gatherer-telemetry-") && n.ends_with(".hlog"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn read_log(dir: &std::path::Path) -> Vec<LogContents> {
+    log_files(dir)
+        .iter()
+        .map(|f| interval_log::read(&std::fs::read(f).unwrap()).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+/// The interval log's histograms: tag → (total count over every interval, intervals).
+fn log_counts(logs: &[LogContents]) -> std::collections::BTreeMap<String, (u64, usize)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for i in logs.iter().flat_map(|l| &l.intervals) {
+        let e: &mut (u64, usize) = counts.entry(i.tag.clone()).or_default();
+        e.0 += i.histogram.len();
+        e.1 += 1;
+    }
+    counts
+}
+
 #[test]
 fn metrics_and_health_match_the_database_while_running() {
     let rt =
@@ -120,11 +155,13 @@ fn metrics_and_health_match_the_database_while_running() {
         markets_per_connection = 4
         markets_per_subscription = 2
         metrics_addr = "127.0.0.1:0"
+        histogram_log = {log:?}
         "#,
         port = sim.wss_addr().unwrap().port(),
         key = key_path.display().to_string(),
         ca = sim.cert_pem_path().display().to_string(),
         url = db.url(),
+        log = dir.path().join("gatherer-telemetry").display().to_string(),
     );
     let mut config = GathererConfig::from_toml(&text).unwrap();
     config.markets = markets;
@@ -187,6 +224,14 @@ fn metrics_and_health_match_the_database_while_running() {
         assert_eq!(sample(&metrics, &gauge), 0, "a quiet shard's ring is empty");
     }
 
+    // While it runs, the interval log has its header and interval lines that parse.
+    wait_for("an interval line in the histogram log", || {
+        read_log(dir.path()).iter().any(|l| !l.intervals.is_empty())
+    });
+    let logs = read_log(dir.path());
+    assert_eq!(logs.len(), 1, "one file per run (no rotation within the hour)");
+    assert!(logs[0].start_time.is_some() && logs[0].start_time == logs[0].base_time);
+
     let (status, health) = get(addr, "/health");
     println!("{health}");
     assert_eq!(status, 200, "{health}");
@@ -205,5 +250,20 @@ fn metrics_and_health_match_the_database_while_running() {
     assert_eq!(stats.writer.rows.total(), total, "nothing arrived after the scrape");
     assert_eq!(table_rows(&mut client), rows);
     assert!(TcpStream::connect(addr).is_err(), "the HTTP server stops at shutdown");
+    // After the clean stop the log holds every value the recorders took: one line per histogram
+    // per interval, each committed row's receive → commit latency, each exchange-timed event's
+    // skew, each committed batch's size.
+    let counts = log_counts(&read_log(dir.path()));
+    let tags: Vec<&str> = counts.keys().map(String::as_str).collect();
+    assert_eq!(
+        tags,
+        ["kdp_exch_to_recv_us", "kdp_frame_recv_to_commit_us", "kdp_writer_batch_rows"]
+    );
+    let intervals: Vec<usize> = counts.values().map(|c| c.1).collect();
+    assert!(intervals.iter().all(|&n| n == intervals[0] && n >= 2), "{counts:?}");
+    assert_eq!(counts["kdp_frame_recv_to_commit_us"].0, total);
+    assert_eq!(counts["kdp_exch_to_recv_us"].0, rows[0] + rows[1] + rows[2]);
+    assert_eq!(counts["kdp_writer_batch_rows"].0, stats.writer.batches_committed);
+    println!("interval log: {counts:?} in {:?}", log_files(dir.path()));
     rt.block_on(sim.shutdown());
 }

@@ -5,7 +5,8 @@
 //! One plain thread runs a blocking `tiny_http` server. Between requests (at least every
 //! [`EXPORT_DRAIN_INTERVAL_MS`]) it drains the recorders' publication queue and, if given an
 //! [`IntervalLog`], appends the drained interval histograms to it once per
-//! [`INTERVAL_LOG_PERIOD_MS`].
+//! [`INTERVAL_LOG_PERIOD_MS`], and once more when it stops (so a log of a run that stopped
+//! cleanly holds everything its recorders published).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +88,14 @@ impl HttpServer {
                             if let Err(e) = log.write_interval(SystemTime::now(), &interval) {
                                 tracing::warn!("{e}");
                             }
+                        }
+                    }
+                    // The last (short) interval: whatever the recorders published before the
+                    // server was stopped (their final publications at shutdown) is logged too.
+                    if let Some(log) = log.as_mut() {
+                        let interval = exporter.take_interval();
+                        if let Err(e) = log.write_interval(SystemTime::now(), &interval) {
+                            tracing::warn!("{e}");
                         }
                     }
                 })

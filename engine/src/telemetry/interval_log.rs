@@ -16,9 +16,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::V2DeflateSerializer;
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
 use super::TelemetryError;
 
@@ -165,6 +169,58 @@ impl IntervalLog {
         }
         Ok(())
     }
+}
+
+/// One interval line of a log, read back.
+#[derive(Debug, Clone)]
+pub struct LoggedInterval {
+    /// The histogram's tag (metric name, with `{labels}` when it has some).
+    pub tag: String,
+    /// Interval start, relative to the log's base time (the run's start).
+    pub start: Duration,
+    /// Interval length.
+    pub duration: Duration,
+    /// The interval's histogram.
+    pub histogram: Histogram<u64>,
+}
+
+/// A log file read back with `hdrhistogram`'s own `IntervalLogIterator`.
+#[derive(Debug, Clone, Default)]
+pub struct LogContents {
+    /// `#[StartTime: ...]`, seconds since the epoch.
+    pub start_time: Option<Duration>,
+    /// `#[BaseTime: ...]`, seconds since the epoch.
+    pub base_time: Option<Duration>,
+    /// Every interval line, in file order.
+    pub intervals: Vec<LoggedInterval>,
+}
+
+/// Parses the text of an interval log file (for tests and offline checks); the first line that
+/// does not parse is the error.
+pub fn read(bytes: &[u8]) -> Result<LogContents, String> {
+    let mut out = LogContents::default();
+    let mut de = Deserializer::new();
+    for entry in IntervalLogIterator::new(bytes) {
+        match entry.map_err(|e| format!("interval log does not parse: {e:?}"))? {
+            LogEntry::StartTime(t) => out.start_time = Some(t),
+            LogEntry::BaseTime(t) => out.base_time = Some(t),
+            LogEntry::Interval(i) => {
+                let raw = STANDARD
+                    .decode(i.encoded_histogram())
+                    .map_err(|e| format!("interval histogram is not base64: {e}"))?;
+                let histogram: Histogram<u64> = de
+                    .deserialize(&mut raw.as_slice())
+                    .map_err(|e| format!("interval histogram does not decode: {e:?}"))?;
+                out.intervals.push(LoggedInterval {
+                    tag: i.tag().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    start: i.start_timestamp(),
+                    duration: i.duration(),
+                    histogram,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn io_error(files: &VecDeque<PathBuf>, source: std::io::Error) -> TelemetryError {

@@ -16,6 +16,9 @@
 //! # reconcile_interval_ms = 300000          # registry reconciliation against a full listing
 //! # exchange_status_interval_ms = 10000     # GET /exchange/status (pause / resume)
 //! # stale_after_ms = 30000                  # no frame or ping for this long: reconnect
+//! # histogram_log = "/var/log/kdp/gatherer-1"   # HdrHistogram interval log: a path prefix
+//! #   (files gatherer-1-<run start, unix s>-<n>.hlog) or an existing directory (files
+//! #   kdp-gatherer-...); one file per run, rotated hourly or at 64 MiB, 48 kept; needs metrics_addr
 //! # channels = ["orderbook_delta", "trade", "ticker"]
 //! # markets_per_connection = 2000
 //! # markets_per_subscription = 500
@@ -116,7 +119,17 @@ pub struct GathererConfig {
     /// [`METRICS_ADDR_DEFAULT`]; port 0 picks a free port; [`METRICS_OFF`] runs no server.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// HdrHistogram interval log of the latency histograms (frame received → committed,
+    /// exchange → received, writer batch rows), one interval per second: a path prefix whose
+    /// directory exists (`/var/log/kdp/gatherer-1` → `gatherer-1-<run start>-<n>.hlog`), or an
+    /// existing directory (prefix [`HISTOGRAM_LOG_PREFIX_DEFAULT`]). Written by the telemetry
+    /// thread, so `metrics_addr` must not be `"off"`. Absent: no log.
+    #[serde(default)]
+    pub histogram_log: Option<PathBuf>,
 }
+
+/// File name prefix of the interval log when `histogram_log` names a directory.
+pub const HISTOGRAM_LOG_PREFIX_DEFAULT: &str = "kdp-gatherer";
 
 /// Telemetry listen address when the file names none: loopback only, Prometheus's
 /// conventional exporter port range.
@@ -268,6 +281,8 @@ pub struct Checked {
     pub rest: Option<RestSettings>,
     /// See [`GathererConfig::stale_after_ms`].
     pub stale_after: std::time::Duration,
+    /// Interval log (directory, file name prefix), when configured.
+    pub histogram_log: Option<(PathBuf, String)>,
 }
 
 impl GathererConfig {
@@ -435,6 +450,18 @@ impl GathererConfig {
                 })?)
             }
         };
+        let histogram_log = match &self.histogram_log {
+            None => None,
+            Some(_) if metrics_addr.is_none() => {
+                return Err(field(
+                    "histogram_log",
+                    format!(
+                        "the interval log is written by the telemetry thread, which                          metrics_addr = \"{METRICS_OFF}\" turns off; set metrics_addr                          (\"127.0.0.1:0\" picks a free port) or remove histogram_log"
+                    ),
+                ));
+            }
+            Some(path) => Some(histogram_log_target(path)?),
+        };
         Ok(Checked {
             ws,
             key_id,
@@ -451,8 +478,49 @@ impl GathererConfig {
             metrics_addr,
             rest,
             stale_after: std::time::Duration::from_millis(self.stale_after_ms),
+            histogram_log,
         })
     }
+}
+
+/// `histogram_log` → (directory, file name prefix): an existing directory takes the default
+/// prefix; otherwise the last component is the prefix and its parent must be a directory.
+fn histogram_log_target(path: &std::path::Path) -> Result<(PathBuf, String), ConfigError> {
+    let bad = |problem: String| field("histogram_log", problem);
+    let text = path.to_string_lossy();
+    if text.trim().is_empty() {
+        return Err(bad("is empty; give an existing directory or a path prefix such as \
+             \"/var/log/kdp/gatherer-1\", or remove the key"
+            .to_owned()));
+    }
+    if path.is_dir() {
+        return Ok((path.to_path_buf(), HISTOGRAM_LOG_PREFIX_DEFAULT.to_owned()));
+    }
+    if text.ends_with('/') {
+        return Err(bad(format!("directory {text:?} does not exist; create it or fix the path")));
+    }
+    let prefix = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.chars().any(|c| c.is_whitespace() || c == ','))
+        .ok_or_else(|| {
+            bad(format!(
+                "{text:?} does not end in a usable file name prefix (no spaces or commas), \
+                 e.g. \"/var/log/kdp/gatherer-1\""
+            ))
+        })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!(
+            "directory {} of {text:?} does not exist or is not a directory; create it \
+             (writable by the gatherer) or fix the path",
+            dir.display()
+        )));
+    }
+    Ok((dir, prefix.to_owned()))
 }
 
 /// Parses `ws[s]://host[:port][/path]` (IPv6 literals are not supported).
@@ -557,6 +625,44 @@ mod tests {
         assert!(parse_ws_url("https://h/").is_err());
         assert!(parse_ws_url("wss://h:x/").is_err());
         assert!(parse_ws_url("wss://:1/").is_err());
+    }
+
+    #[test]
+    fn histogram_log_is_a_prefix_in_an_existing_directory_or_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let check = |log: &str, metrics: &str| {
+            let text = format!("{MINIMAL}\nhistogram_log = {log:?}\nmetrics_addr = {metrics:?}");
+            GathererConfig::from_toml(&text).and_then(|c| c.check()).map(|c| c.histogram_log)
+        };
+        let d = dir.path().display().to_string();
+        assert_eq!(
+            check(&format!("{d}/gatherer-1"), "127.0.0.1:0"),
+            Ok(Some((dir.path().to_path_buf(), "gatherer-1".to_owned())))
+        );
+        assert_eq!(
+            check(&d, "127.0.0.1:0"),
+            Ok(Some((dir.path().to_path_buf(), HISTOGRAM_LOG_PREFIX_DEFAULT.to_owned())))
+        );
+        let err = |log: &str, metrics: &str| match check(log, metrics) {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("{log:?} accepted: {c:?}"),
+        };
+        let e = err(&format!("{d}/missing/gatherer-1"), "127.0.0.1:0");
+        assert!(
+            e.contains("histogram_log") && e.contains("does not exist") && e.contains("create it"),
+            "{e}"
+        );
+        let e = err(&format!("{d}/missing/"), "127.0.0.1:0");
+        assert!(e.contains("does not exist; create it"), "{e}");
+        let e = err("", "127.0.0.1:0");
+        assert!(e.contains("is empty") && e.contains("remove the key"), "{e}");
+        let e = err(&format!("{d}/two words"), "127.0.0.1:0");
+        assert!(e.contains("usable file name prefix"), "{e}");
+        let e = err(&format!("{d}/gatherer-1"), "off");
+        assert!(e.contains("set metrics_addr") && e.contains("or remove histogram_log"), "{e}");
+        let text = format!("{MINIMAL}\nmetrics_addr = \"off\"");
+        let off = GathererConfig::from_toml(&text).and_then(|c| c.check()).map(|c| c.histogram_log);
+        assert_eq!(off, Ok(None));
     }
 
     #[test]

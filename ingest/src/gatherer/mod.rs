@@ -18,7 +18,8 @@
 //!
 //! Telemetry ([`telemetry`]): each shard and the writer own a recorder; the HTTP server
 //! (`/metrics`, `/health` on `metrics_addr`) starts with the gatherer and stops at shutdown,
-//! after the final publications.
+//! after the final publications; with `histogram_log` it also appends the latency histograms
+//! to an HdrHistogram interval log every second, and a last interval when it stops.
 
 pub mod config;
 pub mod driver;
@@ -36,6 +37,7 @@ use crossbeam_queue::ArrayQueue;
 use futures_rustls::rustls;
 use kdp_engine::telemetry::Telemetry;
 use kdp_engine::telemetry::http::HttpServer;
+use kdp_engine::telemetry::interval_log::{IntervalLog, IntervalLogConfig};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
@@ -102,6 +104,9 @@ pub enum GathererError {
     /// The registry thread panicked.
     #[error("gatherer registry thread panicked")]
     RegistryPanicked,
+    /// The HdrHistogram interval log (`histogram_log`) could not be created.
+    #[error("gatherer histogram_log: {0}")]
+    HistogramLog(#[source] kdp_engine::telemetry::TelemetryError),
 }
 
 /// The gatherer's stats: one entry per shard and the writer's.
@@ -214,6 +219,21 @@ impl Gatherer {
             },
             Some(writer_ids.telemetry(hub.recorder("writer", now_ns))),
         )?;
+        // The interval log's first file is created now: a directory the gatherer cannot
+        // write fails the start (the config asked for the log), before any thread runs on.
+        let histogram_log = match &checked.histogram_log {
+            Some((dir, prefix)) => {
+                let cfg = IntervalLogConfig::new(dir, prefix);
+                match IntervalLog::create(cfg, std::time::SystemTime::now()) {
+                    Ok(log) => Some(log),
+                    Err(e) => {
+                        let _ = writer.shutdown();
+                        return Err(GathererError::HistogramLog(e));
+                    }
+                }
+            }
+            None => None,
+        };
         let abandon = Arc::new(AtomicBool::new(false));
         let mut handle =
             GathererHandle { stop, abandon, shards: Vec::new(), driver: None, writer, http: None };
@@ -270,7 +290,7 @@ impl Gatherer {
             let watch = handle.writer.watch();
             let health = move || health(&shards, &watch);
             // Telemetry never stops ingestion: a taken port is reported, the gatherer runs on.
-            match HttpServer::start(&addr.to_string(), hub.exporter(), health, None) {
+            match HttpServer::start(&addr.to_string(), hub.exporter(), health, histogram_log) {
                 Ok(server) => handle.http = Some(server),
                 Err(e) => tracing::error!("{e}; the gatherer runs without /metrics and /health"),
             }
