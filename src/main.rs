@@ -475,8 +475,12 @@ fn dedup_config(
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let mut config =
         kdp_dedup::config::DedupConfig::from_toml(&text).map_err(|e| fail(e.to_string()))?;
-    config.apply_env(env);
-    config.check().map_err(|e| fail(e.to_string()))
+    config.apply_env(&env);
+    let mut checked = config.check().map_err(|e| fail(e.to_string()))?;
+    // Test-only crash points (kdp_dedup::crash); unset in production.
+    checked.crash =
+        kdp_dedup::crash::CrashPoint::from_env(&env).map_err(|e| format!("kdp dedup: {e}"))?;
+    Ok(checked)
 }
 
 /// The final counts: one line per gatherer, one for the merge, one for production.
@@ -847,6 +851,21 @@ mod tests {
         let config = dedup_config(&path, env).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.production.get_dbname(), Some("prod"));
         assert_eq!(config.gatherers.len(), 1);
+        assert_eq!(config.crash, None, "no crash point unless KDP_DEDUP_CRASH_AT is set");
+        let crash_env = |name: &str| match name {
+            "KDP_DEDUP_CRASH_AT" => Some("after_copy:2".to_owned()),
+            _ => env(name),
+        };
+        let config = dedup_config(&path, crash_env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.crash,
+            Some(kdp_dedup::crash::CrashPoint { at: kdp_dedup::crash::CrashAt::AfterCopy, nth: 2 })
+        );
+        let bad_env = |name: &str| match name {
+            "KDP_DEDUP_CRASH_AT" => Some("sometime".to_owned()),
+            _ => env(name),
+        };
+        assert!(dedup_config(&path, bad_env).is_err_and(|e| e.contains("KDP_DEDUP_CRASH_AT")));
     }
 
     #[test]

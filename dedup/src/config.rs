@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::crash::CrashPoint;
 use crate::limits::{GATHERERS_MAX, MergeLimits};
 
 /// Environment variable overriding `production_database_url`.
@@ -240,6 +241,9 @@ pub struct Checked {
     pub migrate: bool,
     /// The gatherers, in file order.
     pub gatherers: Vec<GathererSettings>,
+    /// Test-only: where the process aborts ([`crate::crash`]); never from the file, set by the
+    /// binary from `KDP_DEDUP_CRASH_AT`. `None` (always in production) arms nothing.
+    pub crash: Option<CrashPoint>,
 }
 
 impl DedupConfig {
@@ -376,6 +380,7 @@ impl DedupConfig {
             ring_capacity: self.ring_capacity,
             migrate: self.migrate,
             gatherers,
+            crash: None,
         })
     }
 }

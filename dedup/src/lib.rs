@@ -7,6 +7,7 @@
 //! - [`sink`]: one production transaction per batch (binary COPY, cursors, COMMIT), with the
 //!   unique-constraint backstop and the lost-COMMIT check.
 //! - [`schema`]: the production schema's migrations.
+//! - [`crash`]: named crash points for the crash tests (off unless `KDP_DEDUP_CRASH_AT` is set).
 //! - [`ledger`]: the coverage ledger (per market per minute counts, per-gatherer uncovered
 //!   intervals, coverage gaps), written with each batch ([`sink::Sink::write_with_ledger`]).
 //! - [`verify`]: `kdp verify`'s pure check of DESIGN §4's invariants; [`inspect`]: the SQL
@@ -15,6 +16,7 @@
 //! Not here yet (issue 5): readers (LISTEN/NOTIFY), metadata sync, the `kdp dedup` command.
 
 pub mod config;
+pub mod crash;
 mod index;
 pub mod inspect;
 pub mod ledger;

@@ -39,6 +39,7 @@ use kdp_engine::telemetry::{Recorder, Telemetry};
 use kdp_ingest::session::backoff::{Backoff, BackoffConfig};
 
 use crate::config::Checked;
+use crate::crash::{self, CrashAt};
 use crate::limits::GATHERERS_MAX;
 use crate::merge::{Batch, GathererId, MergeCore, MergeError, MergeStats};
 use crate::reader::{self, Item, ReaderSettings, ReaderState, ReaderStatus};
@@ -192,6 +193,9 @@ impl Dedup {
     /// Starts the telemetry server and the merge thread (which connects to production, rebuilds
     /// its index and starts the readers).
     pub fn start(config: Checked) -> Result<DedupHandle, ServiceError> {
+        if let Some(point) = config.crash {
+            crash::arm(point);
+        }
         let readers: Vec<Arc<ReaderStatus>> = config
             .gatherers
             .iter()
@@ -607,6 +611,7 @@ impl Merger {
             let t0 = Instant::now();
             match self.sink.write(&batch) {
                 Ok(written) => {
+                    crash::reached(CrashAt::AfterCommit);
                     let latency_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.committed(&batch, written, latency_us);
                     return Ok(());

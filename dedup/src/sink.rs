@@ -25,6 +25,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 use sha2::{Digest, Sha256};
 
+use crate::crash::{self, CrashAt};
 use crate::ledger::{LedgerDelta, Uncovered};
 use crate::limits::GATHERERS_MAX;
 use crate::merge::{Batch, GathererId, Kept, Merged, ProductionKey};
@@ -471,6 +472,7 @@ fn write_direct(
     copy_batch(&mut tx, batch, "")?;
     update_cursors(&mut tx, batch)?;
     write_ledger(&mut tx, ledger)?;
+    crash::reached(CrashAt::AfterCopy);
     tx.commit()?;
     Ok(batch.rows() as u64)
 }
@@ -638,7 +640,10 @@ fn copy_rows<T>(
     }
     let sink = tx.copy_in(&format!("COPY {prefix}{table_columns} FROM STDIN (FORMAT binary)"))?;
     let mut writer = BinaryCopyInWriter::new(sink, types);
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
+        if i == rows.len() / 2 && prefix.is_empty() {
+            crash::reached(CrashAt::MidCopy);
+        }
         row(&mut writer, r)?;
     }
     writer.finish()?;
