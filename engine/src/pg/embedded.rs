@@ -91,6 +91,8 @@ impl EmbeddedOptions {
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
     root: PathBuf,
+    /// Where `initdb` and `postgres` were found (kept for [`EmbeddedPostgres::restart_immediate`]).
+    bin_dir: PathBuf,
     ephemeral: bool,
     port: u16,
     pid: u32,
@@ -165,6 +167,7 @@ impl EmbeddedPostgres {
         tracing::info!(pid = process.pid, port, root = %root.display(), ephemeral, "embedded PostgreSQL ready");
         Ok(Self {
             root,
+            bin_dir: bin_dir.to_owned(),
             ephemeral,
             port,
             pid: process.pid,
@@ -215,6 +218,38 @@ impl EmbeddedPostgres {
     /// Stops the server (SIGINT, then SIGKILL after a bound) and removes an ephemeral root.
     pub fn stop(self) -> Result<(), PgError> {
         self.shutdown()
+    }
+
+    /// Crash tests: stops the server in **immediate** mode (SIGQUIT to the postmaster, what
+    /// `pg_ctl stop -m immediate` sends: every session is cut, no shutdown checkpoint, so the
+    /// next start runs crash recovery from the WAL) and starts it again on the same data
+    /// directory and the same port, returning once it accepts connections. Clients see their
+    /// connections fail and then reconnect to the same address. Only a persistent cluster keeps
+    /// every acknowledged commit: an ephemeral one runs with `synchronous_commit=off` and may lose
+    /// its last fraction of a second of commits here.
+    pub fn restart_immediate(&mut self) -> Result<(), PgError> {
+        let user = ServerUser::for_this_process()?;
+        let layout = Layout::new(&self.root)?;
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if state.process.poll_exit().is_none() {
+            sys::send_signal(state.process.pid, libc::SIGQUIT).map_err(|e| {
+                PgError::io("send SIGQUIT (immediate shutdown) to", &layout.data, e)
+            })?;
+            if !state.process.wait_exit(STOP_TIMEOUT) {
+                state.process.stop()?;
+            }
+        }
+        let port = self.port;
+        let mut same_port = || Ok(port);
+        let (process, _) = launch(&self.bin_dir, &user, &layout, self.ephemeral, &mut same_port)?;
+        tracing::info!(
+            pid = process.pid,
+            port,
+            "embedded PostgreSQL restarted after an immediate stop"
+        );
+        self.pid = process.pid;
+        state.process = process;
+        Ok(())
     }
 
     /// Idempotent stop usable through a shared reference (by `Drop` and the test server's
@@ -745,6 +780,36 @@ mod tests {
             .expect("query")
             .get(0);
         assert_eq!(one, 1);
+    }
+
+    #[test]
+    fn restart_immediate_keeps_committed_data_port_and_address() {
+        // Durable settings: an ephemeral cluster's synchronous_commit=off may lose the last
+        // commits to an immediate stop. A plain temp path (tempdir() is 0700: unreachable for
+        // the postgres user when the tests run as root).
+        let root = std::env::temp_dir().join(format!(
+            "kdp-pg-restart-test-{}-{}",
+            std::process::id(),
+            random_suffix().expect("random")
+        ));
+        let mut pg = EmbeddedPostgres::persistent(&root).expect("start");
+        let (port, pid) = (pg.port(), pg.pid());
+        let mut client = pg.config(MAINTENANCE_DB).connect(postgres::NoTls).expect("connect");
+        client
+            .batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1), (2)")
+            .expect("write");
+        pg.restart_immediate().expect("restart");
+        assert!(client.query_one("SELECT 1", &[]).is_err(), "the old session was cut");
+        assert_eq!(pg.port(), port);
+        assert_ne!(pg.pid(), pid);
+        let log = fs::read_to_string(pg.root().join("postgres.log")).expect("log");
+        assert!(log.contains("immediate shutdown request"), "{log}");
+        let mut client = pg.config(MAINTENANCE_DB).connect(postgres::NoTls).expect("reconnect");
+        let sum: i64 = client.query_one("SELECT sum(v) FROM t", &[]).expect("read").get(0);
+        assert_eq!(sum, 3, "committed rows survive the immediate stop (crash recovery)");
+        drop(client);
+        pg.stop().expect("stop");
+        remove_root(&root);
     }
 
     #[test]
