@@ -223,6 +223,26 @@ fn metrics_and_health_match_the_database_while_running() {
         let gauge = format!("kdp_ring_occupancy_records{{shard=\"{shard}\"}}");
         assert_eq!(sample(&metrics, &gauge), 0, "a quiet shard's ring is empty");
     }
+    // /health's sessions and markets as gauges, per shard; they add up to /health's totals
+    // (the writer's recorder reports 0). Every session has been up since before the scrape.
+    let per_shard = |metrics: &str, name: &str| -> [u64; 3] {
+        ["0", "1", "writer"].map(|s| sample(metrics, &format!("{name}{{shard=\"{s}\"}}")))
+    };
+    let shard_stats = gatherer.stats().shards;
+    let up = per_shard(&metrics, "kdp_sessions_up");
+    assert_eq!(
+        up,
+        [shard_stats[0].connections as u64, shard_stats[1].connections as u64, 0],
+        "every session of each shard is up"
+    );
+    let subscribed = per_shard(&metrics, "kdp_markets_subscribed");
+    assert_eq!(
+        subscribed,
+        [shard_stats[0].markets as u64, shard_stats[1].markets as u64, 0],
+        "each shard's markets are on connected sessions"
+    );
+    assert_eq!(up.iter().sum::<u64>(), connections as u64);
+    assert_eq!(subscribed.iter().sum::<u64>(), MARKETS as u64);
 
     // While it runs, the interval log has its header and interval lines that parse.
     wait_for("an interval line in the histogram log", || {

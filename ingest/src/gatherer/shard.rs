@@ -540,6 +540,15 @@ impl Shard {
         }
     }
 
+    fn gauges(&self) -> telemetry::ShardGauges {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        telemetry::ShardGauges {
+            ring_len: self.ring.len(),
+            sessions_up: load(&self.counters.sessions_up),
+            markets_subscribed: load(&self.counters.markets_up),
+        }
+    }
+
     /// Starts a session on `config` with `markets` and records it as a connection (`counted`:
     /// already in the shard's market and connection counters).
     fn open(&mut self, conn_id: u64, config: SessionConfig, markets: Vec<String>, counted: bool) {
@@ -687,7 +696,7 @@ async fn run_shard(
             }
         }
         glommio::timer::sleep(STOP_POLL).await;
-        shard.telemetry.borrow_mut().tick(shard.ring.len(), telemetry::wall_ns(), false);
+        shard.telemetry.borrow_mut().tick(shard.gauges(), telemetry::wall_ns(), false);
     }
     for c in shard.conns.drain(..) {
         c.task.cancel().await;
@@ -696,7 +705,7 @@ async fn run_shard(
     if let Some(task) = lifecycle_task {
         task.cancel().await;
     }
-    shard.telemetry.borrow_mut().tick(shard.ring.len(), telemetry::wall_ns(), true);
+    shard.telemetry.borrow_mut().tick(shard.gauges(), telemetry::wall_ns(), true);
 }
 
 /// The lifecycle session's sink: everything goes to the ring as on any connection (lifecycle

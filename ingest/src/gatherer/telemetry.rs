@@ -32,7 +32,20 @@ pub struct ShardMetrics {
     reconnects: CounterId,
     resyncs: CounterId,
     ring_occupancy: GaugeId,
+    sessions_up: GaugeId,
+    markets_subscribed: GaugeId,
     exch_to_recv_us: HistogramId,
+}
+
+/// A shard's gauges, set at every tick of its executor loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ShardGauges {
+    /// Records on the shard's ring.
+    pub ring_len: usize,
+    /// The shard's sessions connected now.
+    pub sessions_up: u64,
+    /// Markets on the shard's connected sessions.
+    pub markets_subscribed: u64,
 }
 
 /// The series the writer records.
@@ -84,13 +97,31 @@ pub fn schema() -> (Schema, ShardMetrics, WriterMetrics) {
         "Records waiting on the shard's ring for the writer.",
         &[],
     );
+    // The /health figures as gauges, per shard (the writer's recorder reports 0: filter
+    // shard!="writer" or sum over shards).
+    let sessions_up = b.gauge(
+        "kdp_sessions_up",
+        "WebSocket sessions connected now (the registry's lifecycle session included).",
+        &[],
+    );
+    let markets_subscribed =
+        b.gauge("kdp_markets_subscribed", "Markets on the shard's connected sessions.", &[]);
     let exch_to_recv_us = b.histogram(EXCH_TO_RECV_US, &[]);
     let rows_committed =
         b.counter("kdp_rows_committed_total", "Rows committed to the gatherer database.", &[]);
     let batch_rows = b.histogram(WRITER_BATCH_ROWS, &[]);
     let recv_to_commit_us = b.histogram(FRAME_RECV_TO_COMMIT_US, &[]);
-    let shard =
-        ShardMetrics { frames, events, gaps, reconnects, resyncs, ring_occupancy, exch_to_recv_us };
+    let shard = ShardMetrics {
+        frames,
+        events,
+        gaps,
+        reconnects,
+        resyncs,
+        ring_occupancy,
+        sessions_up,
+        markets_subscribed,
+        exch_to_recv_us,
+    };
     (b.build(), shard, WriterMetrics { rows_committed, batch_rows, recv_to_commit_us })
 }
 
@@ -147,9 +178,14 @@ impl ShardTelemetry {
         self.recorder.add(self.ids.resyncs, n);
     }
 
-    /// Sets the ring gauge and publishes if the interval passed (`force`: publish now).
-    pub(crate) fn tick(&mut self, ring_len: usize, now_ns: u64, force: bool) {
-        self.recorder.set(self.ids.ring_occupancy, i64::try_from(ring_len).unwrap_or(i64::MAX));
+    /// Sets the gauges and publishes if the interval passed (`force`: publish now).
+    pub(crate) fn tick(&mut self, gauges: ShardGauges, now_ns: u64, force: bool) {
+        let ids = self.ids;
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let ring = u64::try_from(gauges.ring_len).unwrap_or(u64::MAX);
+        self.recorder.set(ids.ring_occupancy, as_i64(ring));
+        self.recorder.set(ids.sessions_up, as_i64(gauges.sessions_up));
+        self.recorder.set(ids.markets_subscribed, as_i64(gauges.markets_subscribed));
         if force {
             self.recorder.publish(now_ns);
         } else {
