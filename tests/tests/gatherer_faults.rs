@@ -173,3 +173,61 @@ fn frames_lost_in_a_silence_lie_inside_gaps_and_are_resynced() {
     assert!(!truth.withheld.is_empty(), "the silence withheld frames");
     assert!(gaps.iter().all(|g| g.got_seq.is_some()), "seq gaps only: {gaps:?}");
 }
+
+/// Error 26 (per-subscription market limit): the simulator's subscriptions hold at most 5
+/// markets, the gatherer asks for 8 on one connection. The refused `subscribe` is resent in
+/// halves until the subscription is full; each market still refused alone is given up with a
+/// subscription-lost gap row naming it, instead of being retried forever.
+#[test]
+fn a_full_subscription_takes_what_fits_and_the_rest_is_recorded_as_gaps() {
+    let seed = 0x2626_2626_2626_2626;
+    let sim = gatherer_support::Sim::start_configured(
+        gatherer_support::market_config(seed),
+        false,
+        |cfg| cfg.session.markets_per_subscription_max = 5,
+    );
+    let db = kdp_engine::pg::testing::TestDatabase::new().unwrap();
+    let markets = sim.busy_markets(8);
+    let mut cfg = sim.gatherer_config(&db, markets.clone(), &["orderbook_delta"]);
+    cfg.shard_count = Some(1);
+    cfg.markets_per_connection = 8;
+    cfg.markets_per_subscription = 8;
+    cfg.metrics_addr = Some("off".into());
+    let g = kdp_ingest::gatherer::Gatherer::start(&cfg).unwrap();
+    let mut client = db.connect().unwrap();
+    let mut held = Vec::new();
+    wait_for("5 markets held and 3 given up", || {
+        let conns = sim.handle.registry().connections();
+        held = conns
+            .iter()
+            .flat_map(|c| c.subscriptions.iter())
+            .filter_map(|s| s.markets)
+            .collect::<Vec<usize>>();
+        held == [5] && g.stats().writer.rows.gap == 3
+    });
+    let conns = sim.handle.registry().subscribed_markets();
+    let on_sub: BTreeSet<String> = conns
+        .iter()
+        .flat_map(|(_, s)| s.iter().flat_map(|s| s.markets.iter().map(|m| m.to_string())))
+        .collect();
+    let gaps = gap_rows(&mut client);
+    let given_up: BTreeSet<String> = gaps.iter().flat_map(|g| g.markets.iter().cloned()).collect();
+    for gap in &gaps {
+        assert_eq!((gap.expected_seq, gap.got_seq, gap.markets.len()), (0, None, 1), "{gap:?}");
+    }
+    assert_eq!(on_sub.len(), 5);
+    assert_eq!(given_up.len(), 3);
+    assert!(on_sub.is_disjoint(&given_up));
+    let all: BTreeSet<String> = markets.iter().cloned().collect();
+    assert_eq!(on_sub.union(&given_up).cloned().collect::<BTreeSet<String>>(), all);
+    // No retry loop: the commands stop. 8 refused → 4 (held) + 4 refused → 2 + 2, both refused
+    // → 1 (held, the fifth) + 1 + 1 + 1 refused and given up: 1 + 2 + 2 + 4 = 9 subscribes.
+    let commands = || sim.handle.registry().connections().iter().map(|c| c.commands).sum::<u64>();
+    let before = commands();
+    assert_eq!(before, 9);
+    wait_for("the held markets' snapshots", || g.stats().writer.rows.snapshot == 5);
+    assert_eq!(commands(), before, "the session stopped asking");
+    g.shutdown().unwrap();
+    println!("held {on_sub:?}; given up (gap rows) {given_up:?}; {before} commands");
+    drop(sim.finish());
+}

@@ -1015,16 +1015,42 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
                     self.queue.push_back((id, Pending::SubscribeAll { channels }));
                 }
             }
-            ErrorAction::SplitSubscription => {
-                if let Some(Pending::Subscribe { channels, markets }) = pending {
-                    let size = policy::split_size(markets.len());
-                    self.shared.markets_per_subscription =
-                        self.shared.markets_per_subscription.min(size);
-                    for batch in policy::batches(&markets, size) {
-                        self.enqueue_subscribe(channels.clone(), batch.to_vec());
+            // Code 26: resend the refused markets in smaller batches; a single refused market
+            // means the subscription is full, and is given up (gap row) instead of retried.
+            ErrorAction::SplitSubscription => match pending {
+                Some(Pending::Subscribe { channels, markets }) => {
+                    match policy::refused_add(&markets) {
+                        Some(policy::RefusedAdd::Split { size, batches }) => {
+                            self.shared.markets_per_subscription =
+                                self.shared.markets_per_subscription.min(size);
+                            for batch in batches {
+                                self.enqueue_subscribe(channels.clone(), batch);
+                            }
+                        }
+                        Some(policy::RefusedAdd::GiveUp(market)) => {
+                            let sid = sid.unwrap_or(0);
+                            return self.add_refused(sid, code, market, ts_recv_ns, sink);
+                        }
+                        None => {}
                     }
                 }
-            }
+                Some(Pending::Update { sid, action: UpdateAction::AddMarkets, markets }) => {
+                    match policy::refused_add(&markets) {
+                        Some(policy::RefusedAdd::Split { size, batches }) => {
+                            self.shared.markets_per_subscription =
+                                self.shared.markets_per_subscription.min(size);
+                            for batch in batches {
+                                self.enqueue_update(sid, UpdateAction::AddMarkets, batch);
+                            }
+                        }
+                        Some(policy::RefusedAdd::GiveUp(market)) => {
+                            return self.add_refused(sid, code, market, ts_recv_ns, sink);
+                        }
+                        None => {}
+                    }
+                }
+                _ => {}
+            },
             ErrorAction::BackOffCommands => {
                 self.limiter.throttled(self.shared.now_ns());
                 if let Some(pending) = pending {
@@ -1035,6 +1061,36 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Conn<'c, S> {
             ErrorAction::Log => {}
         }
         Flow::Continue
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+    /// The server refused a single market (`subscribe` or `add_markets`, code 26: the
+    /// subscription `sid` is full; 0 when the error named none):
+    /// retrying cannot succeed, so the market is dropped from the sid and from what this
+    /// connection asked for (a later change of the wanted set asks again), and a
+    /// subscription-lost gap row records that it is not covered on this channel.
+    fn add_refused(
+        &mut self,
+        sid: u64,
+        code: u32,
+        market: String,
+        ts_recv_ns: u64,
+        sink: &mut impl SessionSink,
+    ) -> Flow {
+        if let Some(sub) = self.subs.get_mut(&sid) {
+            sub.markets.retain(|m| *m != market);
+        }
+        self.requested.remove(&market);
+        tracing::error!(
+            sid,
+            market = %market,
+            "the server refused to add the market (code {code}: subscription full); it is not \
+             captured on this channel until the shard's markets change; lower \
+             markets_per_connection"
+        );
+        let markets = [market];
+        sink.gap(&GapMarker::SubscriptionLost { sid, code, ts_recv_ns, markets: &markets })
     }
 }
 

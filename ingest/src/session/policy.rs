@@ -3,7 +3,7 @@
 //!
 //! Kalshi's limits (protocol note §7) are configured values with documented defaults: connections
 //! per key, markets per subscription (unpublished: code 26 says it was exceeded, and the session
-//! halves its batch size), commands per second (10k/s per session; code 27 says it was exceeded,
+//! halves its batch size, giving up a market refused alone), commands per second (10k/s per session; code 27 says it was exceeded,
 //! and the limiter pauses). Pure: the caller passes the time.
 
 use std::time::Duration;
@@ -49,8 +49,9 @@ pub enum ErrorAction {
     /// The subscription is gone (10 channel error, 25 buffer overflow): write a gap marker for
     /// its markets and subscribe them again.
     Resubscribe,
-    /// Too many markets in one subscription (26): halve the batch size and subscribe the
-    /// command's markets again in smaller batches.
+    /// Too many markets in one subscription (26): halve the batch size and send the refused
+    /// command's markets again (`subscribe` or `add_markets`) in smaller batches; a single
+    /// refused market is given up with a gap row ([`refused_add`]).
     SplitSubscription,
     /// Too many commands (27): pause the command limiter, then resend.
     BackOffCommands,
@@ -207,9 +208,94 @@ pub fn split_size(refused_len: usize) -> usize {
     (refused_len / 2).max(1)
 }
 
+/// What to do with a `subscribe` or `update_subscription` `add_markets` the server refused
+/// with code 26 (the subscription would exceed its market limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusedAdd<T> {
+    /// Send the markets again in these smaller batches (each at most `size`): the subscription
+    /// may still have room for some of them.
+    Split {
+        /// The new batch size ([`split_size`] of the refused one).
+        size: usize,
+        /// The batches, in order.
+        batches: Vec<Vec<T>>,
+    },
+    /// A single market was refused: the subscription is full. Retrying cannot succeed, so the
+    /// session stops asking and records the market as not covered (a gap row), rather than
+    /// loop on code 26.
+    GiveUp(T),
+}
+
+/// The decision for a refused `add_markets` of `markets` (empty: nothing to do).
+pub fn refused_add<T: Clone>(markets: &[T]) -> Option<RefusedAdd<T>> {
+    match markets {
+        [] => None,
+        [one] => Some(RefusedAdd::GiveUp(one.clone())),
+        _ => {
+            let size = split_size(markets.len());
+            let batches = batches(markets, size).map(<[T]>::to_vec).collect();
+            Some(RefusedAdd::Split { size, batches })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server subscription that holds at most `room` more markets and refuses (26) any
+    /// `add_markets` that would exceed it, as Kalshi (and the simulator) do.
+    fn run_refusals(markets: Vec<u32>, mut room: usize) -> (Vec<u32>, Vec<u32>, usize) {
+        let (mut accepted, mut given_up, mut commands) = (Vec::new(), Vec::new(), 0);
+        let mut queue = std::collections::VecDeque::from([markets]);
+        while let Some(batch) = queue.pop_front() {
+            commands += 1;
+            if batch.len() <= room {
+                room -= batch.len();
+                accepted.extend(batch);
+                continue;
+            }
+            match refused_add(&batch) {
+                Some(RefusedAdd::Split { size, batches }) => {
+                    assert!(batches.iter().all(|b| b.len() <= size) && size < batch.len());
+                    assert_eq!(
+                        batches.concat(),
+                        batch,
+                        "every market is asked for again, in order"
+                    );
+                    queue.extend(batches);
+                }
+                Some(RefusedAdd::GiveUp(m)) => given_up.push(m),
+                None => unreachable!("a refused command names markets"),
+            }
+        }
+        (accepted, given_up, commands)
+    }
+
+    #[test]
+    fn a_refused_add_is_split_until_the_subscription_is_full_then_given_up() {
+        assert_eq!(refused_add::<u32>(&[]), None);
+        assert_eq!(refused_add(&[7]), Some(RefusedAdd::GiveUp(7)));
+        assert_eq!(
+            refused_add(&[1, 2, 3, 4, 5, 6]),
+            Some(RefusedAdd::Split { size: 3, batches: vec![vec![1, 2, 3], vec![4, 5, 6]] })
+        );
+        assert_eq!(
+            refused_add(&[1, 2, 3]),
+            Some(RefusedAdd::Split { size: 1, batches: vec![vec![1], vec![2], vec![3]] })
+        );
+        // Against a subscription with room for `room` of 10 markets (retries queued behind
+        // each other, as the session does): exactly `room` are accepted, every other one is
+        // given up once, and the retries end (fewer than 2n commands: each split halves).
+        for room in 0..=10 {
+            let (accepted, given_up, commands) = run_refusals((0..10).collect(), room);
+            assert_eq!(accepted.len(), room, "room {room}: {accepted:?}");
+            let mut all = [accepted, given_up].concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..10).collect::<Vec<u32>>(), "room {room}: each market once");
+            assert!(commands < 2 * 10, "room {room}: {commands} commands");
+        }
+    }
 
     #[test]
     fn every_documented_code_has_an_action_and_a_name() {

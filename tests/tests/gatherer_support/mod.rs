@@ -44,6 +44,15 @@ impl Sim {
 
     /// The simulator on `market`, with its REST server when `rest` is set.
     pub fn start_with(market: MarketConfig, rest: bool) -> Sim {
+        Sim::start_configured(market, rest, |_| {})
+    }
+
+    /// [`Sim::start_with`], with `adjust` applied to the simulator's config last.
+    pub fn start_configured(
+        market: MarketConfig,
+        rest: bool,
+        adjust: impl FnOnce(&mut SimConfig),
+    ) -> Sim {
         let seed = market.seed;
         println!("simulator seed {seed:#x}");
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -69,6 +78,7 @@ impl Sim {
         }
         cfg.truth_path = Some(truth_path.clone());
         cfg.keys.insert_pem(KEY_ID, &demo.public_spki_pem).unwrap();
+        adjust(&mut cfg);
         let handle = rt.block_on(Simulator::start(cfg)).unwrap();
         Sim { rt, handle, dir, key_path, truth_path }
     }
