@@ -13,6 +13,13 @@
 //! # ring_capacity = 65536            # rows buffered per reader for the merge thread
 //! # migrate = true                   # apply the production migrations at start
 //!
+//! # Metadata sync (series, events, markets from REST into production; none without rest_url):
+//! # rest_url = "https://api.elections.kalshi.com/trade-api/v2"
+//! # rest_ca_cert_path = "kdp-data/sim-cert.pem"  # trust only this CA (the simulator's)
+//! # metadata_interval_ms = 300000    # time between the starts of two syncs
+//! # rest_rate_per_s = 2              # REST read budget: a small share of Kalshi Basic (20/s)
+//! # rest_burst = 2                   #   and its burst, requests
+//!
 //! # [limits]
 //! # index_keys_max = 1000000         # seen-key index size per event kind
 //! # watermark_slack_ms = 10000       # how far behind the slowest live gatherer keys are kept
@@ -28,12 +35,16 @@
 //! another when an operator reorders or removes an entry; an explicit id cannot move.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::crash::CrashPoint;
 use crate::limits::{GATHERERS_MAX, MergeLimits};
+use crate::metadata::{
+    METADATA_INTERVAL_MS_DEFAULT, MetadataSettings, REST_BURST_DEFAULT, REST_RATE_PER_S_DEFAULT,
+};
 
 /// Environment variable overriding `production_database_url`.
 pub const ENV_PRODUCTION_DATABASE_URL: &str = "KDP_PRODUCTION_DATABASE_URL";
@@ -106,6 +117,31 @@ pub struct DedupConfig {
     /// The gatherer databases.
     #[serde(default)]
     pub gatherers: Vec<GathererEntry>,
+    /// Kalshi's REST base URL for the metadata sync; absent: no sync.
+    #[serde(default)]
+    pub rest_url: Option<String>,
+    /// PEM CA file the REST client trusts instead of the Mozilla roots.
+    #[serde(default)]
+    pub rest_ca_cert_path: Option<PathBuf>,
+    /// Time between the starts of two metadata syncs, ms.
+    #[serde(default = "default_metadata_interval_ms")]
+    pub metadata_interval_ms: u64,
+    /// REST read budget of the metadata sync, requests per second.
+    #[serde(default = "default_rest_rate_per_s")]
+    pub rest_rate_per_s: u32,
+    /// REST bucket capacity of the metadata sync, requests.
+    #[serde(default = "default_rest_burst")]
+    pub rest_burst: u32,
+}
+
+fn default_metadata_interval_ms() -> u64 {
+    METADATA_INTERVAL_MS_DEFAULT
+}
+fn default_rest_rate_per_s() -> u32 {
+    REST_RATE_PER_S_DEFAULT
+}
+fn default_rest_burst() -> u32 {
+    REST_BURST_DEFAULT
 }
 
 /// `[limits]`.
@@ -244,6 +280,8 @@ pub struct Checked {
     /// Test-only: where the process aborts ([`crate::crash`]); never from the file, set by the
     /// binary from `KDP_DEDUP_CRASH_AT`. `None` (always in production) arms nothing.
     pub crash: Option<CrashPoint>,
+    /// The metadata sync, when `rest_url` is set.
+    pub metadata: Option<MetadataSettings>,
 }
 
 impl DedupConfig {
@@ -367,6 +405,7 @@ impl DedupConfig {
                 })?)
             }
         };
+        let metadata = self.metadata_settings()?;
         Ok(Checked {
             production,
             limits,
@@ -381,7 +420,39 @@ impl DedupConfig {
             migrate: self.migrate,
             gatherers,
             crash: None,
+            metadata,
         })
+    }
+
+    fn metadata_settings(&self) -> Result<Option<MetadataSettings>, ConfigError> {
+        let Some(url) = self.rest_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(field(
+                "rest_url",
+                format!("{url:?} must start with https:// (or http:// for a local simulator)"),
+            ));
+        }
+        for (name, v) in [
+            ("metadata_interval_ms", self.metadata_interval_ms),
+            ("rest_rate_per_s", u64::from(self.rest_rate_per_s)),
+            ("rest_burst", u64::from(self.rest_burst)),
+        ] {
+            if v == 0 {
+                return Err(field(name, "must be at least 1"));
+            }
+        }
+        Ok(Some(MetadataSettings {
+            rest_url: url.to_owned(),
+            ca_file: self.rest_ca_cert_path.clone(),
+            budget: kdp_ingest::rest::RateBudget {
+                capacity: self.rest_burst,
+                refill_per_s: self.rest_rate_per_s,
+            },
+            interval: Duration::from_millis(self.metadata_interval_ms),
+            migrate: self.migrate,
+        }))
     }
 }
 
@@ -431,6 +502,43 @@ mod tests {
         assert_eq!((c.gatherers[0].name.as_str(), c.gatherers[0].id), ("a", 0));
         assert_eq!(c.gatherers[0].database.get_dbname(), Some("g1"));
         assert_eq!(c.production.get_dbname(), Some("prod"));
+        assert_eq!(c.metadata, None, "no rest_url: no metadata sync");
+    }
+
+    #[test]
+    fn metadata_keys() {
+        let c = check(&format!("rest_url = \"http://127.0.0.1:1/trade-api/v2\"\n{MINIMAL}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let m = c.metadata.unwrap_or_else(|| panic!("metadata settings"));
+        assert_eq!(m.rest_url, "http://127.0.0.1:1/trade-api/v2");
+        assert_eq!(m.interval, Duration::from_secs(300));
+        assert_eq!(
+            m.budget,
+            kdp_ingest::rest::RateBudget { capacity: 2, refill_per_s: 2 },
+            "a tenth of Kalshi Basic"
+        );
+        assert_eq!(m.ca_file, None);
+        assert!(m.migrate);
+        let c = check(&format!(
+            "rest_url = \"https://h/trade-api/v2\"\nrest_ca_cert_path = \"/x.pem\"\n\
+             metadata_interval_ms = 1000\nrest_rate_per_s = 5\nrest_burst = 7\nmigrate = false\n\
+             {MINIMAL}"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = c.metadata.unwrap_or_else(|| panic!("metadata settings"));
+        assert_eq!(m.interval, Duration::from_secs(1));
+        assert_eq!(m.budget, kdp_ingest::rest::RateBudget { capacity: 7, refill_per_s: 5 });
+        assert_eq!(m.ca_file, Some(PathBuf::from("/x.pem")));
+        assert!(!m.migrate);
+        assert_eq!(
+            problem(&format!("rest_url = \"ftp://h\"\n{MINIMAL}")),
+            "dedup config field `rest_url`: \"ftp://h\" must start with https:// (or http:// for \
+             a local simulator)"
+        );
+        assert_eq!(
+            problem(&format!("rest_url = \"https://h/x\"\nrest_burst = 0\n{MINIMAL}")),
+            "dedup config field `rest_burst`: must be at least 1"
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //! - [`verify`]: `kdp verify`'s pure check of DESIGN §4's invariants; [`inspect`]: the SQL
 //!   reads under `kdp verify` and `kdp coverage`.
 //!
-//! Not here yet (issue 5): readers (LISTEN/NOTIFY), metadata sync, the `kdp dedup` command.
+//! - [`metadata`]: series, events and markets from REST into production on a schedule
+//!   (upsert, latest wins), through the gatherer's token bucket.
+//!
+//! Not here yet (issue 5): readers (LISTEN/NOTIFY), the `kdp dedup` command.
 
 pub mod config;
 pub mod crash;
@@ -22,6 +25,7 @@ pub mod inspect;
 pub mod ledger;
 pub mod limits;
 pub mod merge;
+pub mod metadata;
 mod occ;
 pub mod reader;
 pub mod row;

@@ -17,5 +17,10 @@ pub const PRODUCTION: Schema = Schema {
             name: "0002_coverage",
             sql: include_str!("../migrations/production/0002_coverage.sql"),
         },
+        Migration {
+            version: 3,
+            name: "0003_metadata",
+            sql: include_str!("../migrations/production/0003_metadata.sql"),
+        },
     ],
 };

@@ -42,6 +42,7 @@ use crate::config::Checked;
 use crate::crash::{self, CrashAt};
 use crate::limits::GATHERERS_MAX;
 use crate::merge::{Batch, GathererId, MergeCore, MergeError, MergeStats};
+use crate::metadata::{self, MetadataThread};
 use crate::reader::{self, Item, ReaderSettings, ReaderState, ReaderStatus};
 use crate::sink::{Sink, SinkError, SinkOptions, SinkStats, Written};
 use crate::telemetry::{self, GathererHealth, Health, Metrics, ProductionHealth};
@@ -187,6 +188,8 @@ pub struct DedupHandle {
     shared: Arc<Shared>,
     merge: Option<JoinHandle<Result<DedupStats, ServiceError>>>,
     http: Option<HttpServer>,
+    /// The metadata sync thread, when `rest_url` is set (stopped by its own Drop too).
+    metadata: Option<MetadataThread>,
 }
 
 impl Dedup {
@@ -212,6 +215,13 @@ impl Dedup {
             catch_up: AtomicBool::new(false),
             fatal: Mutex::new(None),
         });
+        let metadata = match &config.metadata {
+            Some(m) => Some(
+                metadata::spawn(m, config.production.clone())
+                    .map_err(|e| ServiceError::Start(format!("metadata sync: {e}")))?,
+            ),
+            None => None,
+        };
         let names: Vec<String> = config.gatherers.iter().map(|g| g.name.clone()).collect();
         let (schema, metrics) = telemetry::schema(&names);
         let mut hub = Telemetry::new(schema);
@@ -247,7 +257,7 @@ impl Dedup {
                 })
                 .map_err(|e| ServiceError::Start(format!("merge thread: {e}")))?
         };
-        Ok(DedupHandle { shared, merge: Some(merge), http })
+        Ok(DedupHandle { shared, merge: Some(merge), http, metadata })
     }
 }
 
@@ -281,6 +291,9 @@ impl DedupHandle {
         };
         if let Some(http) = self.http.take() {
             http.shutdown();
+        }
+        if let Some(m) = self.metadata.take() {
+            m.shutdown();
         }
         result
     }
