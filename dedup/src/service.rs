@@ -3,14 +3,18 @@
 //! ```text
 //! reader a ─ring─┐
 //! reader b ─ring─┼─► merge thread: pop → MergeCore::push → take_batch (full or aged)
-//! reader c ─ring─┘                  → Sink::write (retry with backoff while production is down)
+//! reader c ─ring─┘      (Ledger::push around it; Ledger::take_batch → batch + ledger delta)
+//!                                   → Sink::write_with_ledger (retry with backoff while
+//!                                     production is down; the pair is retried together)
 //!                                   → committed cursors back to the readers (lag)
 //! HTTP thread: /metrics (the merge thread's recorder), /health (atomics)
 //! ```
 //!
 //! **Start.** The merge thread connects to production (migrating it when asked), reads the
 //! cursors, rebuilds the seen-key index from production's rows in the watermark window (the
-//! latest exchange time minus the slack), then starts one reader per gatherer at its cursor,
+//! latest exchange time minus the slack), restores the coverage ledger from production's
+//! uncovered intervals (open ones and those ending within [`LEDGER_RETAIN_NS`] of the latest
+//! exchange time: [`Ledger::restore`]), then starts one reader per gatherer at its cursor,
 //! primed from the same window. Production down at start: it retries with backoff, `/health`
 //! says so, nothing is read yet.
 //!
@@ -40,6 +44,7 @@ use kdp_ingest::session::backoff::{Backoff, BackoffConfig};
 
 use crate::config::Checked;
 use crate::crash::{self, CrashAt};
+use crate::ledger::{LEDGER_RETAIN_NS, Ledger, LedgerDelta};
 use crate::limits::GATHERERS_MAX;
 use crate::merge::{Batch, GathererId, MergeCore, MergeError, MergeStats};
 use crate::metadata::{self, MetadataThread};
@@ -408,7 +413,7 @@ impl Merger {
     }
 
     /// Cursors and the index from production, retried until it answers or a stop.
-    fn init(&mut self) -> Result<Option<MergeCore>, ServiceError> {
+    fn init(&mut self) -> Result<Option<(MergeCore, Ledger)>, ServiceError> {
         let slack = self.config.limits.watermark_slack_ns;
         loop {
             if self.stopping() {
@@ -422,12 +427,17 @@ impl Merger {
                     Some(from) => self.sink.read_window(from)?,
                     None => Vec::new(),
                 };
-                Ok::<_, SinkError>((cursors, from, keys))
+                let held = self.sink.read_uncovered(
+                    latest.map_or(i64::MIN, |t| t.saturating_sub(LEDGER_RETAIN_NS)),
+                )?;
+                Ok::<_, SinkError>((cursors, from, keys, held))
             })();
             match read {
-                Ok((cursors, prime_from_ns, keys)) => {
+                Ok((cursors, prime_from_ns, keys, held)) => {
                     self.production_ok();
-                    return self.start_readers(&cursors, prime_from_ns, keys).map(Some);
+                    let core = self.start_readers(&cursors, prime_from_ns, keys)?;
+                    let ledger = Ledger::restore(self.slots(), &held);
+                    return Ok(Some((core, ledger)));
                 }
                 Err(e @ SinkError::Schema(_)) => return Err(ServiceError::Production(e)),
                 Err(e) => {
@@ -438,13 +448,18 @@ impl Merger {
         }
     }
 
+    /// Gatherer slots of the merge core and the ledger: ids 0..=the largest configured.
+    fn slots(&self) -> usize {
+        self.config.gatherers.iter().map(|g| usize::from(g.id) + 1).max().unwrap_or(1)
+    }
+
     fn start_readers(
         &mut self,
         cursors: &[Option<i64>; GATHERERS_MAX],
         prime_from_ns: Option<i64>,
         keys: Vec<crate::merge::ProductionKey>,
     ) -> Result<MergeCore, ServiceError> {
-        let slots = self.config.gatherers.iter().map(|g| usize::from(g.id) + 1).max().unwrap_or(1);
+        let slots = self.slots();
         let start: Vec<i64> = (0..slots).map(|i| cursors[i].unwrap_or(0)).collect();
         let mut core = MergeCore::new(self.config.limits, &start)?;
         for id in 0..slots {
@@ -489,10 +504,10 @@ impl Merger {
     }
 
     fn run(mut self) -> Result<DedupStats, ServiceError> {
-        let Some(mut core) = self.init()? else {
+        let Some((mut core, mut ledger)) = self.init()? else {
             return Ok(self.stats(None));
         };
-        let result = self.merge(&mut core);
+        let result = self.merge(&mut core, &mut ledger);
         self.reader_stop.store(true, Ordering::Release);
         for handle in self.readers.drain(..) {
             let _ = handle.join();
@@ -514,7 +529,7 @@ impl Merger {
         self.inputs.iter().map(|i| i.status.state().lag_rows()).sum()
     }
 
-    fn merge(&mut self, core: &mut MergeCore) -> Result<(), ServiceError> {
+    fn merge(&mut self, core: &mut MergeCore, ledger: &mut Ledger) -> Result<(), ServiceError> {
         let mut opened: Option<Instant> = None;
         let mut pushed = 0usize;
         let mut idle = IDLE_SLEEP_MIN;
@@ -561,7 +576,7 @@ impl Merger {
                     match item {
                         Item::Prime(row) => core.prime(input.id, &row)?,
                         Item::Row(gseq, row) => {
-                            core.push(input.id, gseq, row)?;
+                            ledger.push(core, input.id, gseq, row)?;
                             pushed += 1;
                             opened.get_or_insert_with(Instant::now);
                         }
@@ -580,8 +595,8 @@ impl Merger {
                 || opened.is_some_and(|t| t.elapsed() >= self.config.batch_age)
                 || (draining && popped == 0 && opened.is_some());
             if due {
-                if let Some(batch) = core.take_batch() {
-                    self.write(batch)?;
+                if let Some((batch, delta)) = ledger.take_batch(core) {
+                    self.write(batch, delta)?;
                 }
                 opened = None;
                 pushed = 0;
@@ -616,13 +631,14 @@ impl Merger {
         }
     }
 
-    /// Writes one batch, retrying while production is down; after a stop, at most
-    /// [`FINAL_WRITE_ATTEMPTS`] attempts.
-    fn write(&mut self, batch: Batch) -> Result<(), ServiceError> {
+    /// Writes one batch with its coverage-ledger delta in one transaction, retrying the pair while
+    /// production is down ([`crate::sink::Written::AlreadyCommitted`]: both were committed);
+    /// after a stop, at most [`FINAL_WRITE_ATTEMPTS`] attempts.
+    fn write(&mut self, batch: Batch, delta: LedgerDelta) -> Result<(), ServiceError> {
         let mut attempts_since_stop = 0u32;
         loop {
             let t0 = Instant::now();
-            match self.sink.write(&batch) {
+            match self.sink.write_with_ledger(&batch, &delta) {
                 Ok(written) => {
                     crash::reached(CrashAt::AfterCommit);
                     let latency_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);

@@ -10,7 +10,13 @@
 //!   that gatherer was sent it, and nothing is in production more often than the exchange sent it;
 //! - every snapshot and gap marker of every gatherer is in production with its source;
 //! - a gatherer database that is down when the dedup starts does not hold the others back, and
-//!   its rows are consumed when it returns, still without duplicates.
+//!   its rows are consumed when it returns, still without duplicates;
+//! - the coverage ledger written with the batches: per gatherer, the events it delivered over
+//!   every minute are exactly its stored events (its repeated tickers once); the events merged
+//!   over every minute are production's events (plus rows the sink found already there); every
+//!   gap marker of every gatherer has its uncovered interval; the coverage gaps are exactly the
+//!   intersection over the gatherers of their uncovered intervals, and there are none when a
+//!   gatherer had full coverage.
 //!
 //! Every wait polls an observable condition with a deadline; seeds are printed.
 
@@ -23,6 +29,7 @@ use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
 use gatherer_support::{MARKETS, Replica, Sim, Truth, wait_for};
+use kdp_dedup::ledger::{GapInterval, Uncovered, intersect_all};
 use kdp_dedup::service::{Dedup, DedupHandle, DedupStats};
 use kdp_engine::pg::testing::TestDatabase;
 use kdp_ingest::gatherer::{Gatherer, GathererHandle};
@@ -453,6 +460,101 @@ fn assert_truth(prod: &mut postgres::Client, truth: &Truth, conns: &[BTreeSet<u6
     assert!(delivered_any > 2_000, "the run delivered enough events to mean something");
 }
 
+/// The coverage ledger the service wrote in the batches' transactions; returns the coverage
+/// gaps by market ('' = every market).
+fn assert_ledger(
+    prod: &mut postgres::Client,
+    dbs: &[TestDatabase],
+    per: &[Multiset],
+    stats: &DedupStats,
+) -> BTreeMap<String, Vec<GapInterval>> {
+    // Delivered: each gatherer's stored events, counted once each (its repeats are not).
+    let sums: BTreeMap<i16, (i64, i64)> = prod
+        .query(
+            "SELECT gatherer, sum(delivered)::bigint, sum(merged)::bigint FROM coverage_minute \
+             GROUP BY gatherer",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let delivered: Vec<u64> =
+        (0..3).map(|g| sums.get(&g).map_or(0, |s| u64::try_from(s.0).unwrap())).collect();
+    assert_eq!(delivered, per.iter().map(total).collect::<Vec<_>>(), "delivered per gatherer");
+    // Merged: production's event rows, plus rows the sink found already in production.
+    let merged: u64 = sums.values().map(|s| u64::try_from(s.1).unwrap()).sum();
+    let events: i64 = prod
+        .query_one(
+            "SELECT (SELECT count(*) FROM delta) + (SELECT count(*) FROM trade) \
+             + (SELECT count(*) FROM ticker) + (SELECT count(*) FROM market_lifecycle)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let events = u64::try_from(events).unwrap();
+    let conflicts = stats.sink.rows_conflicted;
+    println!("ledger: delivered {delivered:?}, merged {merged}, production events {events}");
+    if conflicts == 0 {
+        assert_eq!(merged, events, "merged over every minute = production's events");
+    } else {
+        assert!(
+            (events..=events + conflicts).contains(&merged),
+            "merged {merged} = production's {events} events + at most {conflicts} conflicts"
+        );
+    }
+    // Every gap marker has its uncovered interval(s).
+    let uncovered = kdp_dedup::inspect::uncovered(prod, None, i64::MIN).unwrap();
+    for (id, db) in dbs.iter().enumerate() {
+        let markers: BTreeSet<i64> = db
+            .connect()
+            .unwrap()
+            .query("SELECT gseq FROM gap", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let recorded: BTreeSet<i64> = uncovered
+            .iter()
+            .filter(|u| usize::from(u.gatherer) == id)
+            .map(|u| u.gap_gseq)
+            .collect();
+        assert_eq!(recorded, markers, "gatherer {id}: every gap marker is in the ledger");
+    }
+    // Coverage gaps = intersection over the gatherers of their uncovered intervals.
+    let key = |u: &Uncovered| u.market.as_deref().unwrap_or("").to_owned();
+    let markets: BTreeSet<String> = uncovered.iter().map(key).collect();
+    let mut want: BTreeMap<String, Vec<GapInterval>> = BTreeMap::new();
+    for m in &markets {
+        // A market's own row of a marker replaces that marker's every-market row.
+        let own: BTreeSet<(u8, i64)> = uncovered
+            .iter()
+            .filter(|u| !m.is_empty() && key(u) == *m)
+            .map(|u| (u.gatherer, u.gap_gseq))
+            .collect();
+        let mut per_gatherer = vec![Vec::new(); 3];
+        for u in &uncovered {
+            let applies =
+                key(u) == *m || (u.market.is_none() && !own.contains(&(u.gatherer, u.gap_gseq)));
+            if applies {
+                per_gatherer[usize::from(u.gatherer)]
+                    .push(GapInterval { from_ns: u.from_ns, to_ns: u.to_ns });
+            }
+        }
+        let gaps = intersect_all(&per_gatherer);
+        if !gaps.is_empty() {
+            want.insert(m.clone(), gaps);
+        }
+    }
+    let mut got: BTreeMap<String, Vec<GapInterval>> = BTreeMap::new();
+    for g in kdp_dedup::inspect::coverage_gaps(prod, None).unwrap() {
+        got.entry(g.market.as_deref().unwrap_or("").to_owned()).or_default().push(g.interval);
+    }
+    assert_eq!(got, want, "coverage gaps = the intersection of the gatherers' uncovered intervals");
+    println!("ledger: {} uncovered intervals, coverage gaps {got:?}", uncovered.len());
+    got
+}
+
 /// GET `path` on the dedup's telemetry server: (status line, body).
 fn http_get(handle: &DedupHandle, path: &str) -> (String, String) {
     let addr = handle.metrics_addr().unwrap();
@@ -531,6 +633,7 @@ fn three_faulty_gatherers_merge_into_the_exact_union() {
     let (got, per) = assert_union(&mut prod, &p.dbs);
     assert!(per.iter().any(|g| g != &got), "the faults made the gatherers differ");
     assert_kept_rows(&mut prod, &p.dbs);
+    assert_ledger(&mut prod, &p.dbs, &per, &stats);
     assert_truth(&mut prod, &truth, &p.conns);
     let read: u64 = stats.readers.iter().map(|(_, r)| r.rows_read).sum();
     println!(
@@ -592,9 +695,15 @@ fn a_gatherer_database_down_at_start_is_consumed_when_it_returns() {
     wait_cursors(&p.prod, &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
     let caught_up = back.elapsed();
     let stats = finish(dedup);
-    let (got, _) = assert_union(&mut prod, &p.dbs);
+    let (got, per) = assert_union(&mut prod, &p.dbs);
     assert_eq!(got, gatherer_events(&mut p.dbs[1].connect().unwrap()), "b is complete too");
     assert_kept_rows(&mut prod, &p.dbs);
+    // a and c had full coverage (no gap marker): no coverage gap anywhere.
+    for id in [0, 2] {
+        let mut c = p.dbs[id].connect().unwrap();
+        assert_eq!(c.query_one("SELECT count(*) FROM gap", &[]).unwrap().get::<_, i64>(0), 0);
+    }
+    assert_eq!(assert_ledger(&mut prod, &p.dbs, &per, &stats), BTreeMap::new());
     assert_truth(&mut prod, &truth, &p.conns);
     let b = &stats.readers[1].1;
     assert_eq!(b.read_gseq, heads[1]);
@@ -638,7 +747,8 @@ fn production_down_mid_run_pauses_the_merge_and_loses_nothing() {
     let stats = finish(dedup);
     assert!(stats.sink.failures > 0, "writes failed while production was down");
     let mut prod = p.prod.connect().unwrap();
-    assert_union(&mut prod, &p.dbs);
+    let (_, per) = assert_union(&mut prod, &p.dbs);
     assert_kept_rows(&mut prod, &p.dbs);
+    assert_ledger(&mut prod, &p.dbs, &per, &stats);
     assert_truth(&mut prod, &truth, &p.conns);
 }
