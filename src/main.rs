@@ -16,6 +16,8 @@ use kdp_sim::transport::hub::{Clock, HUB_SPEED_MAX};
 use kdp_sim::transport::proto::Shape;
 use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
 
+mod truth;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -41,8 +43,9 @@ enum Command {
     Sim(Box<SimArgs>),
     /// Run the whole pipeline locally (embedded PostgreSQL, simulator, 3 gatherers, dedup).
     Demo,
-    /// Compare production with the simulator's truth and the gatherer databases.
-    Verify,
+    /// Compare production with the simulator's truth and the gatherer databases (exit 0: every
+    /// invariant holds; 1: a violation; 2: bad arguments or a database/file that cannot be read).
+    Verify(VerifyArgs),
     /// Apply the schema migrations to a database.
     Migrate(MigrateArgs),
     /// Reconstruct the order book of a market at a point in time.
@@ -50,7 +53,7 @@ enum Command {
     /// Print the trades of a market over a time range.
     Trades,
     /// Print the coverage ledger of a market over a time range.
-    Coverage,
+    Coverage(CoverageArgs),
     /// Validate a configuration file and test connectivity and authentication.
     CheckConfig,
 }
@@ -71,6 +74,61 @@ struct DedupArgs {
     /// production_database_url.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+}
+
+/// `kdp verify` flags.
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The production database, e.g. postgres://kdp@127.0.0.1:5432/production.
+    #[arg(long, value_name = "URL")]
+    production: String,
+    /// A gatherer database (repeat for each gatherer).
+    #[arg(long = "gatherer", value_name = "URL", required = true)]
+    gatherers: Vec<String>,
+    /// The simulator's truth file (`kdp sim --truth FILE`): also check production against what
+    /// the exchange sent.
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
+    /// Findings of each class printed as examples.
+    #[arg(long, default_value_t = 5)]
+    examples: usize,
+}
+
+/// Output formats of `kdp coverage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CoverageFormat {
+    /// Aligned columns for a terminal.
+    Table,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object.
+    Json,
+}
+
+/// `kdp coverage` flags.
+#[derive(Debug, Args)]
+struct CoverageArgs {
+    /// The market ticker.
+    #[arg(long, value_name = "TICKER")]
+    market: String,
+    /// Start (RFC 3339, e.g. 2026-01-05T14:00:00Z); its whole minute is included.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+    from: i64,
+    /// End (RFC 3339), exclusive.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+    to: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CoverageFormat::Table)]
+    format: CoverageFormat,
+    /// The production database, e.g. postgres://kdp@127.0.0.1:5432/production.
+    #[arg(long, value_name = "URL")]
+    production: String,
+}
+
+fn parse_time_arg(s: &str) -> Result<i64, String> {
+    kdp_ingest::wire::parse_rfc3339_ns(s.as_bytes()).map_err(|e| {
+        format!("expected an RFC 3339 time such as 2026-01-05T14:00:00Z, got {s:?} ({e:?})")
+    })
 }
 
 /// `kdp migrate` flags.
@@ -222,8 +280,8 @@ impl Command {
             Command::Gatherer(_) => ("gatherer", GATHERER),
             Command::Migrate(_) => ("migrate", GATHERER),
             Command::Dedup(_) => ("dedup", DEDUP),
-            Command::Verify => ("verify", DEDUP),
-            Command::Coverage => ("coverage", DEDUP),
+            Command::Verify(_) => ("verify", DEDUP),
+            Command::Coverage(_) => ("coverage", DEDUP),
             Command::Demo => ("demo", OPS),
             Command::Book => ("book", OPS),
             Command::Trades => ("trades", OPS),
@@ -239,6 +297,8 @@ enum Failure {
     Unavailable(String),
     /// The command ran and failed (status 1).
     Failed(String),
+    /// The command could not run: bad arguments, a file or database it cannot read (status 2).
+    Usage(String),
 }
 
 /// Runs a parsed command line.
@@ -248,6 +308,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Gatherer(args) => gatherer(&args).map_err(Failure::Failed),
         Command::Dedup(args) => dedup(&args).map_err(Failure::Failed),
         Command::Migrate(args) => migrate(&args, &mut std::io::stdout()).map_err(Failure::Failed),
+        Command::Verify(args) => verify(&args, &mut std::io::stdout().lock()),
+        Command::Coverage(args) => coverage(&args, &mut std::io::stdout().lock()),
         other => {
             let (name, planned) = other.planned();
             Err(Failure::Unavailable(format!(
@@ -260,7 +322,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Unavailable(message)) => {
+        Err(Failure::Unavailable(message) | Failure::Usage(message)) => {
             eprintln!("{message}");
             ExitCode::from(2)
         }
@@ -269,6 +331,272 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kdp verify, kdp coverage
+// ---------------------------------------------------------------------------------------------
+
+/// Connects to the database at `url` for `command`; `what` names it in the error (status 2).
+fn connect_db(command: &str, what: &str, url: &str) -> Result<postgres::Client, Failure> {
+    let server = kdp_engine::pg::ExternalServer::new(url)
+        .map(kdp_engine::pg::DatabaseServer::External)
+        .map_err(|e| Failure::Usage(format!("kdp {command}: {what}: {e}")))?;
+    server.connect().map_err(|e| {
+        Failure::Usage(format!(
+            "kdp {command}: cannot reach the {what} database ({e}); check the URL and that the \
+             server is running"
+        ))
+    })
+}
+
+/// A read that failed after connecting (status 2: nothing was verified).
+fn read_failed(command: &str, what: &str) -> impl Fn(postgres::Error) -> Failure {
+    move |e| Failure::Usage(format!("kdp {command}: cannot read the {what} database: {e}"))
+}
+
+/// `kdp verify`: reads production, the gatherers and the truth, prints the report; a violation
+/// fails with status 1, anything unreadable with status 2.
+fn verify(args: &VerifyArgs, out: &mut impl Write) -> Result<(), Failure> {
+    use kdp_dedup::{inspect, verify};
+    let loaded = match &args.truth {
+        Some(path) => {
+            Some(truth::load(path).map_err(|e| Failure::Usage(format!("kdp verify: {e}")))?)
+        }
+        None => None,
+    };
+    let mut production = connect_db("verify", "production", &args.production)?;
+    let events =
+        inspect::production_events(&mut production).map_err(read_failed("verify", "production"))?;
+    let gaps = inspect::coverage_gaps(&mut production, None)
+        .map_err(read_failed("verify", "production"))?;
+    let mut gatherers = Vec::with_capacity(args.gatherers.len());
+    for (i, url) in args.gatherers.iter().enumerate() {
+        let what = format!("gatherer {i}");
+        let mut client = connect_db("verify", &what, url)?;
+        gatherers.push(inspect::gatherer_rows(&mut client).map_err(read_failed("verify", &what))?);
+    }
+    let report = verify::verify(verify::Inputs {
+        truth: loaded.as_ref().map(|l| &l.truth),
+        gatherers: &gatherers,
+        production: &events,
+        coverage_gaps: &gaps,
+    });
+    let write =
+        |e: std::io::Error| Failure::Usage(format!("kdp verify: cannot write the report: {e}"));
+    report.write_to(out, args.examples).map_err(write)?;
+    match &loaded {
+        Some(l) => writeln!(
+            out,
+            "  truth: {} delta/trade/ticker events checked in the subscribed windows, {} outside \
+             them not checked; {} lifecycle events checked against the gatherers only (the \
+             truth file does not carry their payloads)",
+            l.truth.events.len(),
+            l.outside,
+            l.lifecycle
+        ),
+        None => writeln!(
+            out,
+            "  no truth given: checked against the gatherers only (lost, duplicated, unexpected)"
+        ),
+    }
+    .map_err(write)?;
+    out.flush().map_err(write)?;
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "kdp verify: FAILED: {} lost, {} duplicated, {} unexpected, {} missing outside \
+             coverage gaps",
+            report.lost.len(),
+            report.duplicated.len(),
+            report.unexpected.len(),
+            report.uncovered_missing.len()
+        )))
+    }
+}
+
+/// RFC 3339 UTC with `digits` fraction digits.
+fn rfc3339(ts_ns: i64, digits: u32) -> String {
+    let mut s = String::with_capacity(32);
+    kdp_ingest::wire::write_rfc3339(&mut s, ts_ns, digits);
+    s
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// `kdp coverage`: the market's per-minute coverage over `[from, to)` and the coverage gaps
+/// intersecting it, from production's ledger.
+fn coverage(args: &CoverageArgs, out: &mut impl Write) -> Result<(), Failure> {
+    use kdp_dedup::{inspect, ledger};
+    if args.to <= args.from {
+        return Err(Failure::Usage(format!(
+            "kdp coverage: --to ({}) must be after --from ({})",
+            rfc3339(args.to, 9),
+            rfc3339(args.from, 9)
+        )));
+    }
+    let mut db = connect_db("coverage", "production", &args.production)?;
+    let failed = read_failed("coverage", "production");
+    let market = Some(args.market.as_str());
+    // Gatherer ids: every one with a cursor or a ledger row.
+    let max_id: i16 = db
+        .query_one(
+            "SELECT coalesce(max(g), 0)::smallint FROM (SELECT gatherer AS g FROM dedup_cursor \
+             UNION ALL SELECT gatherer FROM coverage_minute UNION ALL \
+             SELECT gatherer FROM gatherer_uncovered) ids",
+            &[],
+        )
+        .map_err(&failed)?
+        .get(0);
+    let gatherers = usize::try_from(max_id).unwrap_or(0) + 1;
+    let counts = inspect::minute_counts(&mut db, market, args.from, args.to).map_err(&failed)?;
+    let uncovered = inspect::uncovered(&mut db, market, args.from).map_err(&failed)?;
+    let gaps: Vec<ledger::GapInterval> = inspect::coverage_gaps(&mut db, market)
+        .map_err(&failed)?
+        .into_iter()
+        .map(|g| g.interval)
+        .collect();
+    let minutes =
+        ledger::minute_coverage(gatherers, args.from, args.to, &counts, &uncovered, &gaps);
+    let gaps: Vec<ledger::GapInterval> =
+        gaps.into_iter().filter(|g| g.overlaps(args.from, args.to.saturating_sub(1))).collect();
+    let write =
+        |e: std::io::Error| Failure::Usage(format!("kdp coverage: cannot write the output: {e}"));
+    write_coverage(out, args, gatherers, &minutes, &gaps).map_err(write)
+}
+
+fn write_coverage(
+    out: &mut impl Write,
+    args: &CoverageArgs,
+    gatherers: usize,
+    minutes: &[kdp_dedup::ledger::MinuteCoverage],
+    gaps: &[kdp_dedup::ledger::GapInterval],
+) -> std::io::Result<()> {
+    let minute_end = |m: i64| m.saturating_add(kdp_dedup::ledger::MINUTE_NS);
+    let gap_to = |g: &kdp_dedup::ledger::GapInterval| g.to_ns.map(|t| rfc3339(t, 9));
+    match args.format {
+        CoverageFormat::Table => {
+            writeln!(
+                out,
+                "coverage of {} from {} to {} ({gatherers} gatherers; covered = no gap marker \
+                 or disconnect of that gatherer overlaps the minute)",
+                args.market,
+                rfc3339(args.from, 0),
+                rfc3339(args.to, 0)
+            )?;
+            let mut header = format!("{:<22}", "minute");
+            for g in 0..gatherers {
+                header.push_str(&format!("{:>8}{:>12}", format!("g{g}"), format!("g{g} events")));
+            }
+            header.push_str(&format!("{:>9}{:>5}", "merged", "gap"));
+            writeln!(out, "{header}")?;
+            for m in minutes {
+                let mut line = format!("{:<22}", rfc3339(m.minute_ns, 0));
+                for (covered, delivered) in m.covered.iter().zip(&m.delivered) {
+                    line.push_str(&format!("{:>8}{delivered:>12}", yes_no(*covered)));
+                }
+                line.push_str(&format!("{:>9}{:>5}", m.merged, yes_no(m.gap)));
+                writeln!(out, "{line}")?;
+            }
+            if gaps.is_empty() {
+                writeln!(out, "no coverage gap in the range")?;
+            }
+            for g in gaps {
+                writeln!(
+                    out,
+                    "coverage gap (no gatherer covered): {} to {}",
+                    rfc3339(g.from_ns, 9),
+                    gap_to(g).unwrap_or_else(|| "open".to_owned())
+                )?;
+            }
+        }
+        CoverageFormat::Csv => {
+            let mut header = "kind,from,to".to_owned();
+            for g in 0..gatherers {
+                header.push_str(&format!(",g{g}_covered,g{g}_delivered"));
+            }
+            writeln!(out, "{header},merged,gap")?;
+            for m in minutes {
+                let mut line = format!(
+                    "minute,{},{}",
+                    rfc3339(m.minute_ns, 0),
+                    rfc3339(minute_end(m.minute_ns), 0)
+                );
+                for (covered, delivered) in m.covered.iter().zip(&m.delivered) {
+                    line.push_str(&format!(",{},{delivered}", yes_no(*covered)));
+                }
+                writeln!(out, "{line},{},{}", m.merged, yes_no(m.gap))?;
+            }
+            for g in gaps {
+                let empty = ",".repeat(2 * gatherers + 1);
+                writeln!(
+                    out,
+                    "gap,{},{}{empty},yes",
+                    rfc3339(g.from_ns, 9),
+                    gap_to(g).unwrap_or_default()
+                )?;
+            }
+        }
+        CoverageFormat::Json => {
+            let minutes: Vec<String> = minutes
+                .iter()
+                .map(|m| {
+                    let covered: Vec<&str> =
+                        m.covered.iter().map(|&c| if c { "true" } else { "false" }).collect();
+                    let delivered: Vec<String> = m.delivered.iter().map(u64::to_string).collect();
+                    format!(
+                        "{{\"minute\":{},\"covered\":[{}],\"delivered\":[{}],\"merged\":{},\
+                         \"gap\":{}}}",
+                        json_str(&rfc3339(m.minute_ns, 0)),
+                        covered.join(","),
+                        delivered.join(","),
+                        m.merged,
+                        m.gap
+                    )
+                })
+                .collect();
+            let gaps: Vec<String> = gaps
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{{\"from\":{},\"to\":{}}}",
+                        json_str(&rfc3339(g.from_ns, 9)),
+                        gap_to(g).map_or_else(|| "null".to_owned(), |t| json_str(&t))
+                    )
+                })
+                .collect();
+            writeln!(
+                out,
+                "{{\"market\":{},\"from\":{},\"to\":{},\"gatherers\":{gatherers},\"minutes\":[{}],\
+                 \"gaps\":[{}]}}",
+                json_str(&args.market),
+                json_str(&rfc3339(args.from, 9)),
+                json_str(&rfc3339(args.to, 9)),
+                minutes.join(","),
+                gaps.join(",")
+            )?;
+        }
+    }
+    out.flush()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -773,10 +1101,6 @@ mod tests {
     fn unbuilt_subcommands_say_so_and_fail() {
         for (args, expected) in [
             (
-                ["kdp", "verify"],
-                "kdp verify: not yet available in this build; it arrives with the deduplicator (issue 5).",
-            ),
-            (
                 ["kdp", "demo"],
                 "kdp demo: not yet available in this build; it arrives with the demo and operations work (issue 6).",
             ),
@@ -928,9 +1252,7 @@ mod tests {
 
     #[test]
     fn every_subcommand_parses() {
-        for name in
-            ["sim", "demo", "verify", "migrate", "book", "trades", "coverage", "check-config"]
-        {
+        for name in ["sim", "demo", "migrate", "book", "trades", "check-config"] {
             let cli = Cli::try_parse_from(["kdp", name]);
             assert_eq!(cli.map(|c| c.command.planned().0).ok(), Some(name));
         }
@@ -939,6 +1261,40 @@ mod tests {
         let dedup = Cli::try_parse_from(["kdp", "dedup", "--config", "d.toml"]);
         assert_eq!(dedup.map(|c| c.command.planned().0).ok(), Some("dedup"));
         assert!(Cli::try_parse_from(["kdp", "dedup"]).is_err(), "dedup needs --config");
+        let verify = Cli::try_parse_from([
+            "kdp",
+            "verify",
+            "--production=postgres://p",
+            "--gatherer=postgres://a",
+            "--gatherer=postgres://b",
+            "--truth=t.bin",
+        ]);
+        let Ok(Cli { command: Command::Verify(args) }) = verify else { panic!("{verify:?}") };
+        assert_eq!(args.gatherers, ["postgres://a", "postgres://b"]);
+        assert_eq!(args.truth, Some(PathBuf::from("t.bin")));
+        assert_eq!(args.examples, 5);
+        for argv in [
+            &["kdp", "verify"][..],
+            &["kdp", "verify", "--production=postgres://p"],
+            &["kdp", "coverage", "--market=M", "--from=2026-01-05T14:00:00Z"],
+            &["kdp", "coverage", "--market=M", "--from=yesterday", "--to=2026-01-05T14:00:00Z"],
+        ] {
+            let err = Cli::try_parse_from(argv).map(|_| ()).map_err(|e| e.exit_code());
+            assert_eq!(err, Err(2), "{argv:?}");
+        }
+        let coverage = Cli::try_parse_from([
+            "kdp",
+            "coverage",
+            "--market=M",
+            "--from=2026-01-05T14:00:30Z",
+            "--to=2026-01-05T14:02:00+01:00",
+            "--format=csv",
+            "--production=postgres://p",
+        ]);
+        let Ok(Cli { command: Command::Coverage(args) }) = coverage else { panic!("{coverage:?}") };
+        assert_eq!(args.from, 1_767_621_630_000_000_000);
+        assert_eq!(args.to, 1_767_618_120_000_000_000);
+        assert_eq!(args.format, CoverageFormat::Csv);
         assert!(Cli::try_parse_from(["kdp", "nonsense"]).is_err());
     }
 
