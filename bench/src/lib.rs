@@ -1,7 +1,8 @@
 //! Benchmark support for kdp: a seeded generator of realistic Kalshi frames ([`frames`]), the
 //! serde_json and sonic-rs parsers kdp's tape parser is compared with, naive and tuned
 //! ([`baseline`]), and the
-//! partial pipelines that show where parse time goes ([`stages`]).
+//! partial pipelines that show where parse time goes ([`stages`]), and what the load harnesses
+//! in `src/bin/` share ([`harness`]: CPU accounting, quantiles, formatting, `/metrics` scrape).
 //!
 //! The criterion benches in `benches/` time these; the tests here check, before anything is
 //! timed, that every parser turns every generated frame into exactly the event it was built from.
@@ -9,6 +10,7 @@
 pub mod baseline;
 pub mod check;
 pub mod frames;
+pub mod harness;
 pub mod stages;
 
 #[cfg(test)]

@@ -34,16 +34,16 @@
 #![allow(clippy::print_stdout, reason = "a load harness reports on stdout")]
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use kdp_bench::harness::{
+    self, ThreadCpu, cpu_s, descendants_cpu_ms, ms3, parse_duration, pct, per_s, quantiles, scrape,
+    summary_quantiles, thousands, thread_cpu, wall_ns, work_dir, write_key,
+};
 use kdp_engine::pg::EmbeddedPostgres;
 use kdp_ingest::gatherer::{Gatherer, GathererConfig, GathererHandle, GathererStats};
 use kdp_ingest::store::NOTIFY_CHANNEL;
@@ -62,8 +62,6 @@ const KEY_ID: &str = "kdp-load";
 const DB_NAME: &str = "gatherer";
 /// Longest wait for every initial snapshot to be committed.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
-/// `/proc` CPU times are in USER_HZ ticks, 100 per second on every Linux ABI.
-const USER_HZ: u64 = 100;
 /// How often the `LISTEN` thread looks at its stop flag.
 const LISTEN_POLL: Duration = Duration::from_millis(50);
 
@@ -85,19 +83,6 @@ fn parse_rate(s: &str) -> Result<Rate, String> {
         return Err(format!("{n}: 1..={RATE_MSGS_PER_S_MAX} or `max`"));
     }
     Ok(Rate::PerSecond(n))
-}
-
-/// `30s`, `500ms`, `2m` or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?}: a duration such as 30s, 500ms, 2m");
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(bad()),
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,76 +137,8 @@ struct Args {
     seed: u64,
 }
 
-fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 // ---------------------------------------------------------------------------------------------
-// CPU accounting
-
-/// `utime + stime` (and, with `children`, `cutime + cstime`) of a `/proc/.../stat` file, ms,
-/// with the command name.
-fn stat_cpu_ms(path: &Path, children: bool) -> Option<(String, u64, u32)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    // `pid (comm) state ppid ...`: comm may hold spaces, so split after the last ')'.
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
-    // After comm, field 3 (state) is index 0: ppid (4) is 1, utime (14) 11, stime (15) 12,
-    // cutime (16) 13, cstime (17) 14.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    let mut ticks = field(11) + field(12);
-    if children {
-        ticks += field(13) + field(14);
-    }
-    let ppid = u32::try_from(field(1)).unwrap_or(0);
-    Some((comm, ticks * 1000 / USER_HZ, ppid))
-}
-
-/// CPU ms of every thread of this process, by thread id → (name, ms).
-fn thread_cpu() -> HashMap<String, (String, u64)> {
-    let mut out = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
-    for task in tasks.flatten() {
-        if let Some((comm, ms, _)) = stat_cpu_ms(&task.path().join("stat"), false) {
-            out.insert(task.file_name().to_string_lossy().into_owned(), (comm, ms));
-        }
-    }
-    out
-}
-
-/// CPU ms of every descendant process of this one (the PostgreSQL server and its backends,
-/// plus the times of children they reaped).
-fn descendants_cpu_ms() -> u64 {
-    let me = std::process::id();
-    let mut procs: Vec<(u32, u32, u64)> = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if pid == me {
-            continue;
-        }
-        if let Some((_, ms, ppid)) = stat_cpu_ms(&e.path().join("stat"), true) {
-            procs.push((pid, ppid, ms));
-        }
-    }
-    let mut inside = vec![me];
-    let mut total = 0;
-    let mut grew = true;
-    while grew {
-        grew = false;
-        for (pid, ppid, ms) in &procs {
-            if inside.contains(ppid) && !inside.contains(pid) {
-                inside.push(*pid);
-                total += ms;
-                grew = true;
-            }
-        }
-    }
-    total
-}
+// CPU accounting (kdp_bench::harness)
 
 /// Thread groups the CPU is split into.
 const GROUPS: [&str; 4] = ["gatherer", "simulator", "harness/other", "postgres"];
@@ -249,7 +166,7 @@ struct Sample {
     /// Error-25 overflows the simulator sent (a connection fell behind its broadcast).
     overflows: u64,
     gatherer: GathererStats,
-    threads: HashMap<String, (String, u64)>,
+    threads: ThreadCpu,
     pg_ms: u64,
 }
 
@@ -297,55 +214,13 @@ fn sample(rig: &Rig) -> Sample {
 
 /// CPU ms per group between two samples, plus per thread name.
 fn cpu_between(a: &Sample, b: &Sample) -> ([u64; 4], Vec<(String, u64)>) {
-    let mut groups = [0u64; 4];
-    let mut by_name: HashMap<String, u64> = HashMap::new();
-    for (tid, (name, ms)) in &b.threads {
-        let before = a.threads.get(tid).map_or(0, |(_, ms)| *ms);
-        let d = ms.saturating_sub(before);
-        groups[group_of(name)] += d;
-        *by_name.entry(name.clone()).or_default() += d;
-    }
+    let (mut groups, names) = harness::cpu_between::<4>(&a.threads, &b.threads, group_of);
     groups[3] = b.pg_ms.saturating_sub(a.pg_ms);
-    let mut names: Vec<(String, u64)> = by_name.into_iter().filter(|(_, ms)| *ms > 0).collect();
-    names.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
     (groups, names)
 }
 
 fn elapsed_ms(a: &Sample, b: &Sample) -> u64 {
     u64::try_from((b.at - a.at).as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn per_s(n: u64, ms: u64) -> u64 {
-    n * 1000 / ms.max(1)
-}
-
-/// `cpu_ms` over `ms` as a percentage of one core, one decimal.
-fn pct(cpu_ms: u64, ms: u64) -> String {
-    let permille = cpu_ms * 1000 / ms.max(1);
-    format!("{}.{}%", permille / 10, permille % 10)
-}
-
-/// `n` with thousands separators.
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// µs as milliseconds with three decimals.
-fn ms3(us: u64) -> String {
-    format!("{}.{:03} ms", us / 1000, us % 1000)
-}
-
-/// CPU ms as seconds with three decimals.
-fn cpu_s(ms: u64) -> String {
-    format!("{}.{:03} CPU-s", ms / 1000, ms % 1000)
 }
 
 fn progress(label: &str, a: &Sample, b: &Sample) {
@@ -394,17 +269,6 @@ fn listen(url: &str, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(i64, u64)>> {
             seen
         })
         .expect("listen thread")
-}
-
-/// Quantiles of a sorted slice: (p50, p99, p99.9, max).
-fn quantiles(sorted: &[u64]) -> Option<[u64; 4]> {
-    let n = sorted.len();
-    if n == 0 {
-        return None;
-    }
-    // The smallest value with at least q of the samples at or below it.
-    let at = |ppm: usize| sorted[(n * ppm).div_ceil(1_000_000).clamp(1, n) - 1];
-    Some([at(500_000), at(990_000), at(999_000), sorted[n - 1]])
 }
 
 struct Latencies {
@@ -461,55 +325,7 @@ fn latencies(
     }
 }
 
-/// `name{quantile="q"} value` lines of the gatherer's `/metrics`, as µs, for the whole run.
-fn scrape(addr: std::net::SocketAddr) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let Ok(mut s) = TcpStream::connect(addr) else { return out };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        if let Some((key, value)) = line.rsplit_once(' ') {
-            out.insert(key.to_owned(), value.to_owned());
-        }
-    }
-    out
-}
-
-/// A `/metrics` value with its decimals cut (µs are integers in practice).
-fn metric(m: &HashMap<String, String>, key: &str) -> String {
-    m.get(key).map_or("-".to_owned(), |v| v.split('.').next().unwrap_or(v).to_owned())
-}
-
-fn summary_quantiles(m: &HashMap<String, String>, name: &str) -> String {
-    let q = |q: &str| {
-        let v = metric(m, &format!("{name}{{quantile=\"{q}\"}}"));
-        v.parse::<u64>().map_or(v, ms3)
-    };
-    let count = metric(m, &format!("{name}_count"));
-    format!("p50 {}  p99 {}  p99.9 {}  (n = {count})", q("0.5"), q("0.99"), q("0.999"))
-}
-
 // ---------------------------------------------------------------------------------------------
-
-/// A private directory for the key, the certificate and (durable) the cluster.
-fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kdp-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("work dir");
-    dir
-}
-
-fn write_key(dir: &Path, pem: &str) -> PathBuf {
-    let path = dir.join("gatherer-key.pem");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .expect("key file");
-    f.write_all(pem.as_bytes()).expect("write key");
-    path
-}
 
 fn main() {
     let args = Args::parse();
@@ -520,7 +336,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let dir = work_dir();
+    let dir = work_dir("load");
     eprintln!("load: work dir {}", dir.display());
 
     // PostgreSQL.
@@ -543,7 +359,7 @@ fn main() {
         .build()
         .expect("simulator runtime");
     let demo = generate_demo_key().expect("demo key");
-    let key_path = write_key(&dir, &demo.private_pkcs8_pem);
+    let key_path = write_key(&dir, "gatherer-key.pem", &demo.private_pkcs8_pem);
     let rate = match args.rate {
         Rate::PerSecond(n) => n,
         Rate::Max => RATE_MSGS_PER_S_MAX,
