@@ -21,9 +21,9 @@
 //! - tickers are never lost alone: without a seq no gatherer could notice, so a lone ticker loss
 //!   is outside what any gap marker can record (only disconnects lose tickers here);
 //! - a disconnect (of both connections: a network outage) loses everything until the
-//!   reconnect; then a `disconnect` row per connection (sid 0, its markets, its last frame's
-//!   receive time, written at the first snapshot) and a snapshot of every market, with every
-//!   sid's seq starting over;
+//!   reconnect; then a `disconnect` row per connection (sid 0, its markets, the earliest last
+//!   in-order receive time over its sids, written at the first snapshot) and a snapshot of
+//!   every market, with every sid's seq starting over;
 //! - receive time = exchange time + 0–20 ms, never decreasing on the connection.
 //!
 //! Replay one seed: `KDP_SEED=0x… cargo test -p kdp-dedup --test sim_seeds`; run more:
@@ -380,9 +380,15 @@ impl Conn<'_> {
         self.clock = recv;
         // Both connections come back: the market one names its markets, the whole-exchange
         // lifecycle one none (every market).
+        // Like `SeqTracker::disconnect`: the window starts at the earliest last in-order frame
+        // over the connection's sequenced sids (a trailing drop on a quiet sid is inside it),
+        // else at its last frame of any kind.
+        let market_start =
+            [0, 1].iter().filter_map(|&i| self.last_ok_recv[i]).min().or(self.last_recv);
+        let lifecycle_start = self.last_ok_recv[3].or(self.last_recv_lifecycle);
         for (conn_id, last, markets) in [
-            (1, self.last_recv, self.markets.iter().cloned().collect()),
-            (2, self.last_recv_lifecycle, Box::default()),
+            (1, market_start, self.markets.iter().cloned().collect()),
+            (2, lifecycle_start, Box::default()),
         ] {
             self.rows.push(Row::Gap(Box::new(Gap {
                 conn_id,

@@ -15,9 +15,10 @@
 //! so the next data frame may be `last + 1` (the reply did not consume it) or `last + 2` (it did);
 //! neither is a gap nor a duplicate.
 //!
-//! Sids are connection-local. [`SeqTracker::disconnect`] forgets them all and remembers when the
-//! last frame arrived; the first snapshot after the reconnect closes that window as a
-//! [`DisconnectGap`]. Pure: receive times are passed in.
+//! Sids are connection-local. [`SeqTracker::disconnect`] forgets them all and remembers the
+//! earliest last accepted frame over them (the last point every sid is known complete); the first
+//! snapshot after the reconnect closes that window as a [`DisconnectGap`]. Pure: receive times
+//! are passed in.
 
 use std::collections::HashMap;
 
@@ -37,8 +38,9 @@ pub struct Gap {
     pub ts_recv_ns: u64,
 }
 
-/// The window a connection was down: from the last frame of the old connection to the first
-/// snapshot of the new one. Everything the shard owns may have changed in between.
+/// The window a connection was down: from the earliest last accepted frame over the old
+/// connection's sids to the first snapshot of the new one. Everything the shard owns may have
+/// changed in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisconnectGap {
     /// Receive time of the last frame before the disconnect (`None`: no frame ever arrived).
@@ -114,8 +116,8 @@ impl SeqTracker {
         Self::default()
     }
 
-    /// Notes that a frame without a seq (a ticker, a reply, an error) arrived at `ts_recv_ns`, so
-    /// a later disconnect gap starts at the true last frame.
+    /// Notes that a frame without a seq (a ticker, a reply, an error) arrived at `ts_recv_ns`: a
+    /// later disconnect gap starts there when no sequenced frame arrived yet.
     pub fn saw_frame(&mut self, ts_recv_ns: u64) {
         self.ts_recv_last_ns = Some(ts_recv_ns);
     }
@@ -212,12 +214,19 @@ impl SeqTracker {
     }
 
     /// The connection dropped: forget every sid (they are connection-local) and open a
-    /// disconnect window starting at the last frame received. A second disconnect before any
-    /// snapshot keeps the first window's start.
+    /// disconnect window. A second disconnect before any snapshot keeps the first window's start.
+    ///
+    /// The window starts at the earliest "last accepted frame" over the sequenced sids, not at
+    /// the connection's last frame of any kind: a frame the server dropped at the end of one
+    /// sid's stream (no later frame on that sid revealed the skip) is lost somewhere after that
+    /// sid's last accepted frame, even if other sids delivered later frames. Starting earlier can
+    /// over-report (a quiet sid widens the window), never hide a loss. With no sequenced frame
+    /// yet, the window starts at the last frame of any kind.
     pub fn disconnect(&mut self) {
+        let earliest_sid_last = self.sids.values().filter_map(|s| s.ts_recv_last_ns).min();
         self.sids.clear();
         if self.disconnected.is_none() {
-            self.disconnected = Some(self.ts_recv_last_ns);
+            self.disconnected = Some(earliest_sid_last.or(self.ts_recv_last_ns));
         }
     }
 
@@ -393,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn a_disconnect_window_runs_from_the_last_frame_to_the_first_snapshot_after() {
+    fn a_disconnect_window_runs_from_the_last_sequenced_frame_to_the_first_snapshot_after() {
         let mut t = SeqTracker::new();
         t.feed(1, 1, 10, true);
         t.feed(1, 2, 20, false);
@@ -405,11 +414,28 @@ mod tests {
         assert_eq!(t.feed(1, 1, 100, true), Verdict::Accept);
         assert_eq!(
             t.resumed(100),
-            Some(DisconnectGap { ts_recv_last_ns: Some(25), ts_recv_resumed_ns: 100 })
+            Some(DisconnectGap { ts_recv_last_ns: Some(20), ts_recv_resumed_ns: 100 })
         );
         assert_eq!(t.resumed(101), None);
         assert!(!t.is_disconnected());
         assert_eq!(t.counts().disconnects, 1);
+    }
+
+    #[test]
+    fn a_disconnect_window_starts_at_the_quietest_sids_last_frame() {
+        // Sid 2's frame after seq 1 may have been dropped by the server with no later frame on
+        // sid 2 to reveal it: sid 1's later frames do not prove sid 2 complete.
+        let mut t = SeqTracker::new();
+        t.feed(1, 1, 10, true);
+        t.feed(2, 1, 15, true);
+        t.feed(1, 2, 20, false);
+        t.feed(1, 3, 30, false);
+        t.saw_frame(35);
+        t.disconnect();
+        assert_eq!(
+            t.resumed(100),
+            Some(DisconnectGap { ts_recv_last_ns: Some(15), ts_recv_resumed_ns: 100 })
+        );
     }
 
     #[test]
