@@ -8,16 +8,19 @@
 //! after it (the resync). While a connection is down or unsubscribed the exchange is not
 //! advanced, so the wait for "every frame sent is committed" stays exact.
 //!
-//! The session's stale timer (30 s, `STALE_AFTER_DEFAULT`) is not configurable through
-//! `GathererConfig`, so the silence here is shorter than it: it shows as lost frames (a seq gap
-//! then a resync), not as a stale-timer reconnect.
+//! The silence here is shorter than the stale timer (30 s by default), so it shows as lost
+//! frames (a seq gap then a resync), not as a reconnect; `gatherer_lifecycle` checks the stale
+//! timer with a short `stale_after_ms`.
+//!
+//! Resync time: every gap market's first snapshot after its gap row must arrive within
+//! [`RESYNC_BOUND`] of the gap's detection (receive times); the measured worst case is printed.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod gatherer_support;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gatherer_support::{
     Run, WAIT, assert_gseq_contiguous, assert_stored_equals_delivered, assert_withheld_in_gaps,
@@ -25,6 +28,30 @@ use gatherer_support::{
 };
 
 const ALL_CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
+
+/// Gap detected → that market's resync snapshot received. The session rate-limits `get_snapshot`
+/// per sid to one per `RESYNC_INTERVAL_MIN_DEFAULT` (1 s) and a disconnect waits out the first
+/// reconnect backoff (≤ 1 s plus jitter), so a resync takes about one second plus a round trip;
+/// the bound leaves room for a loaded CI machine.
+const RESYNC_BOUND: Duration = Duration::from_secs(10);
+
+/// Per (gap, market) of gap rows (of `sids`, or all): receive-time delay from the gap row to the
+/// market's first snapshot stored after it; `None` for a market never resynced.
+fn resync_delays(client: &mut postgres::Client, sids: Option<&[i64]>) -> Vec<Option<i64>> {
+    let all = sids.is_none();
+    let sids = sids.unwrap_or_default().to_vec();
+    client
+        .query(
+            "SELECT (SELECT min(s.ts_recv_ns) FROM snapshot s \
+                     WHERE s.market = m.market AND s.gseq > g.gseq) - g.ts_recv_ns \
+             FROM gap g, unnest(g.markets) AS m(market) WHERE ($1 OR g.sid = ANY($2))",
+            &[&all, &sids],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
 
 /// Subscriptions of a live simulator connection: (channel, sid, market count).
 fn subscriptions(run: &Run, conn: u64) -> Vec<(&'static str, u64, usize)> {
@@ -64,6 +91,19 @@ fn finish(
         left.is_empty(),
         "gap markets (gap gseq, sid, market) without a resync after: {left:?}"
     );
+    let delays = resync_delays(&mut client, book_sids);
+    let worst = delays.iter().map(|d| d.expect("every gap market resynced")).max();
+    if let Some(worst) = worst {
+        println!(
+            "resync: {} gap markets, worst gap → snapshot {} µs",
+            delays.len(),
+            worst / 1_000
+        );
+        assert!(
+            worst >= 0 && worst < RESYNC_BOUND.as_nanos() as i64,
+            "a resync took {worst} ns, beyond {RESYNC_BOUND:?}"
+        );
+    }
     (truth, gap_rows(&mut client))
 }
 
