@@ -12,6 +12,7 @@
 //! # read_chunk_rows = 8192           # gseqs a reader fetches per round
 //! # ring_capacity = 65536            # rows buffered per reader for the merge thread
 //! # migrate = true                   # apply the production migrations at start
+//! # live_grace_ms = 30000            # a disconnected gatherer stays live this long (keys wait)
 //!
 //! # Metadata sync (series, events, markets from REST into production; none without rest_url):
 //! # rest_url = "https://api.elections.kalshi.com/trade-api/v2"
@@ -74,6 +75,13 @@ pub const READ_CHUNK_ROWS_DEFAULT: usize = 8_192;
 /// Rows buffered per reader for the merge thread: 65,536 are ~0.5 s of a busy exchange and
 /// ~10 MB; a full ring pauses that reader (backpressure, never loss).
 pub const RING_CAPACITY_DEFAULT: usize = 65_536;
+/// How long a gatherer whose reader lost its connection stays *live* for the merge core (keys
+/// wait for its bit; it holds the watermark back): a brief drop (a gatherer database restart, a
+/// cut connection, reconnected within the reader's backoff of 0.1–5 s) must not evict the keys
+/// the others deliver meanwhile, or its re-reads of them are emitted again and redone through
+/// the staging backstop (~2x slower). 30 s covers a PostgreSQL restart; past it, a dead gatherer
+/// costs at most 30 s of keys held for it (~300k at 10,000 events/s, below `index_keys_max`).
+pub const LIVE_GRACE_MS_DEFAULT: u64 = 30_000;
 /// Largest read chunk and ring accepted: typo guards (16M rows would be GBs of memory).
 pub const ROWS_SETTING_MAX: usize = 1 << 24;
 
@@ -111,6 +119,9 @@ pub struct DedupConfig {
     /// Apply the production migrations at start.
     #[serde(default = "default_true")]
     pub migrate: bool,
+    /// A disconnected reader's gatherer stays live this long, ms (0: not live at once).
+    #[serde(default = "default_live_grace_ms")]
+    pub live_grace_ms: u64,
     /// Merge core bounds.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -198,6 +209,9 @@ fn default_read_chunk_rows() -> usize {
 fn default_ring_capacity() -> usize {
     RING_CAPACITY_DEFAULT
 }
+fn default_live_grace_ms() -> u64 {
+    LIVE_GRACE_MS_DEFAULT
+}
 fn default_true() -> bool {
     true
 }
@@ -275,6 +289,8 @@ pub struct Checked {
     pub ring_capacity: usize,
     /// Apply the production migrations at start.
     pub migrate: bool,
+    /// How long a gatherer stays live after its reader's connection dropped.
+    pub live_grace: Duration,
     /// The gatherers, in file order.
     pub gatherers: Vec<GathererSettings>,
     /// Test-only: where the process aborts ([`crate::crash`]); never from the file, set by the
@@ -418,6 +434,7 @@ impl DedupConfig {
             read_chunk_rows: self.read_chunk_rows,
             ring_capacity: self.ring_capacity,
             migrate: self.migrate,
+            live_grace: Duration::from_millis(self.live_grace_ms),
             gatherers,
             crash: None,
             metadata,
@@ -497,6 +514,7 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_secs(1));
         assert_eq!((c.read_chunk_rows, c.ring_capacity), (8_192, 65_536));
         assert!(c.migrate);
+        assert_eq!(c.live_grace, Duration::from_secs(30));
         assert_eq!(c.limits, MergeLimits { batch_rows_max: 65_536, ..MergeLimits::DEFAULT });
         assert_eq!(c.gatherers.len(), 1);
         assert_eq!((c.gatherers[0].name.as_str(), c.gatherers[0].id), ("a", 0));

@@ -20,7 +20,12 @@
 //!
 //! **Run.** Each loop pops at most [`POP_BURST`] rows per ring in turn (no gatherer can starve
 //! another) and pushes them into the core; a gatherer is *live* for the core while its reader is
-//! connected. A batch is cut when it holds the mode's row bound (`batch_rows_max`, or
+//! connected, and for `live_grace` (default [`crate::config::LIVE_GRACE_MS_DEFAULT`], 30 s) after
+//! its connection drops: a reader that reconnects within the grace is never marked not-live, so
+//! the keys the other gatherers delivered meanwhile keep waiting for its bit and its re-reads are
+//! plain duplicates (not evicted, re-emitted and redone through the staging backstop). Every
+//! gatherer starts live the same way, so readers connecting one by one at start do not either.
+//! A batch is cut when it holds the mode's row bound (`batch_rows_max`, or
 //! `catchup_batch_rows_max` while more than `catchup_lag_rows` rows wait in the gatherers), when
 //! [`PUSHED_PER_BATCH_MAX`] rows were decided since the last one (duplicates only move cursors),
 //! or when its first row is `batch_age` old. A failed write keeps the batch and retries with
@@ -319,6 +324,8 @@ struct Input {
     ring: Arc<ArrayQueue<Item>>,
     status: Arc<ReaderStatus>,
     live: bool,
+    /// Since when its reader has been seen disconnected while live (the grace period runs).
+    down_since: Option<Instant>,
     /// Published values, to add counter increments.
     rows_read_published: u64,
     failures_published: u64,
@@ -463,8 +470,15 @@ impl Merger {
         let start: Vec<i64> = (0..slots).map(|i| cursors[i].unwrap_or(0)).collect();
         let mut core = MergeCore::new(self.config.limits, &start)?;
         for id in 0..slots {
-            // Nobody is live until its reader connects; unconfigured slots never are.
+            // Unconfigured slots are never live.
             core.set_live(u8::try_from(id).unwrap_or(0), false)?;
+        }
+        for g in &self.config.gatherers {
+            // Every configured gatherer starts live, as if its reader had just dropped: readers
+            // connect one by one, and a gatherer alone live would take every key it delivers
+            // as complete (not held), so the next reader's copies would be emitted again.
+            // Within `live_grace` it connects; past it, it is not live until it does.
+            core.set_live(g.id, true)?;
         }
         let rebuilt = keys.len();
         for key in keys {
@@ -495,7 +509,8 @@ impl Merger {
                 id: g.id,
                 ring,
                 status: Arc::clone(status),
-                live: false,
+                live: true,
+                down_since: Some(Instant::now()),
                 rows_read_published: 0,
                 failures_published: 0,
             });
@@ -546,11 +561,29 @@ impl Merger {
                 }
                 draining = true;
             }
+            let now = Instant::now();
             for input in &mut self.inputs {
                 let connected = input.status.connected();
-                if connected != input.live {
-                    core.set_live(input.id, connected)?;
-                    input.live = connected;
+                let live = if connected {
+                    input.down_since = None;
+                    true
+                } else if input.live {
+                    // Still live within the grace period after its connection dropped.
+                    let since = *input.down_since.get_or_insert(now);
+                    now.duration_since(since) < self.config.live_grace
+                } else {
+                    false
+                };
+                if live != input.live {
+                    core.set_live(input.id, live)?;
+                    input.live = live;
+                    if !live {
+                        tracing::warn!(
+                            gatherer = %input.status.name,
+                            grace = ?self.config.live_grace,
+                            "gatherer not live: its reader stayed disconnected past the grace"
+                        );
+                    }
                 }
             }
             if mode_checked.elapsed() >= reader::LAG_INTERVAL {
