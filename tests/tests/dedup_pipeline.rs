@@ -22,12 +22,17 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod dedup_support;
 mod gatherer_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use dedup_support::{
+    Multiset, assert_kept_rows, assert_truth, assert_union, cursors, gatherer_events,
+    production_events, total, wait_cursors,
+};
 use gatherer_support::{MARKETS, Replica, Sim, Truth, wait_for};
 use kdp_dedup::ledger::{GapInterval, Uncovered, intersect_all};
 use kdp_dedup::service::{Dedup, DedupHandle, DedupStats};
@@ -36,8 +41,6 @@ use kdp_ingest::gatherer::{Gatherer, GathererHandle};
 
 const CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
 const NAMES: [&str; 3] = ["a", "b", "c"];
-/// Longest the dedup may take to reach every gatherer's head once they stopped.
-const DEDUP_WAIT: Duration = Duration::from_secs(60);
 
 struct Pipeline {
     /// `None` once stopped (its truth read).
@@ -145,319 +148,6 @@ impl Pipeline {
         }
         (heads, self.sim.take().unwrap().finish())
     }
-}
-
-/// Production's cursors by gatherer id.
-fn cursors(prod: &mut postgres::Client) -> BTreeMap<i16, i64> {
-    prod.query("SELECT gatherer, gseq FROM dedup_cursor", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
-/// Waits until production's cursor for each listed gatherer reaches its head; returns the time
-/// it took.
-fn wait_cursors(prod: &TestDatabase, heads: &[(i16, i64)]) -> Duration {
-    let t0 = Instant::now();
-    let mut c = prod.connect().unwrap();
-    let deadline = t0 + DEDUP_WAIT;
-    loop {
-        let now = cursors(&mut c);
-        if heads.iter().all(|(id, head)| now.get(id).copied().unwrap_or(0) >= *head) {
-            for (id, head) in heads {
-                assert_eq!(now.get(id), Some(head), "a cursor never passes its gatherer's head");
-            }
-            return t0.elapsed();
-        }
-        assert!(Instant::now() < deadline, "dedup cursors {now:?} did not reach {heads:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-type Multiset = BTreeMap<String, u64>;
-
-fn opt(v: Option<i64>) -> String {
-    v.map_or("-".to_owned(), |v| v.to_string())
-}
-
-const TICKER_CONTENT: &str = "price_micros, yes_bid_micros, yes_ask_micros, yes_bid_size_centi, \
-     yes_ask_size_centi, last_trade_size_centi, volume_centi, open_interest_centi, dollar_volume, \
-     dollar_open_interest, clock";
-
-fn ticker_text(r: &postgres::Row, first: usize) -> String {
-    (first..first + 11).map(|i| opt(r.get(i))).collect::<Vec<_>>().join(" ")
-}
-
-/// A gatherer database's events with their full identities, as a multiset; a ticker equal to its
-/// market's previous ticker (a repeated frame) counts once, as DESIGN §4 / the occ module say.
-fn gatherer_events(c: &mut postgres::Client) -> Multiset {
-    let mut m = Multiset::new();
-    for r in c
-        .query("SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi FROM delta", &[])
-        .unwrap()
-    {
-        let key = format!(
-            "delta {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, bool>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in c
-        .query(
-            "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
-             FROM trade",
-            &[],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "trade {} {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4),
-            r.get::<_, i64>(5)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    for r in c
-        .query(
-            &format!("SELECT market, ts_exch_ns, {TICKER_CONTENT} FROM ticker ORDER BY gseq"),
-            &[],
-        )
-        .unwrap()
-    {
-        let market: String = r.get(0);
-        let key = format!("ticker {market} {} {}", r.get::<_, i64>(1), ticker_text(&r, 2));
-        if last.get(&market) == Some(&key) {
-            continue;
-        }
-        last.insert(market, key.clone());
-        *m.entry(key).or_default() += 1;
-    }
-    m
-}
-
-/// Production's events as the same multiset; checks each delta key's occs are 0..n.
-fn production_events(c: &mut postgres::Client) -> Multiset {
-    let mut m = Multiset::new();
-    let mut occs: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for r in c
-        .query(
-            "SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi, occ FROM delta",
-            &[],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "delta {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, bool>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        occs.entry(key.clone()).or_default().push(r.get(5));
-        *m.entry(key).or_default() += 1;
-    }
-    for (key, mut o) in occs {
-        o.sort_unstable();
-        let want: Vec<i32> = (0..i32::try_from(o.len()).unwrap()).collect();
-        assert_eq!(o, want, "occurrence ordinals of {key}");
-    }
-    for r in c
-        .query(
-            "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
-             FROM trade",
-            &[],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "trade {} {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4),
-            r.get::<_, i64>(5)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in
-        c.query(&format!("SELECT market, ts_exch_ns, {TICKER_CONTENT} FROM ticker"), &[]).unwrap()
-    {
-        let key = format!(
-            "ticker {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            ticker_text(&r, 2)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    m
-}
-
-/// Production rows in the harness's truth format, per (market, row text).
-fn production_truth_rows(c: &mut postgres::Client) -> Multiset {
-    let mut m = Multiset::new();
-    for r in c
-        .query("SELECT market, side_yes, price_micros, delta_centi, ts_exch_ns FROM delta", &[])
-        .unwrap()
-    {
-        let key = format!(
-            "{} delta {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, bool>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in c
-        .query("SELECT market, trade_id, yes_price_micros, count_centi, ts_exch_ns FROM trade", &[])
-        .unwrap()
-    {
-        let key = format!(
-            "{} trade {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in c
-        .query(
-            "SELECT market, yes_bid_micros, yes_ask_micros, volume_centi, open_interest_centi, \
-             dollar_volume, ts_exch_ns FROM ticker",
-            &[],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "{} ticker {} {} {} {} {} {}",
-            r.get::<_, String>(0),
-            opt(r.get(1)),
-            opt(r.get(2)),
-            opt(r.get(3)),
-            opt(r.get(4)),
-            opt(r.get(5)),
-            r.get::<_, i64>(6)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    m
-}
-
-fn union_by_max(sets: &[Multiset]) -> Multiset {
-    let mut u = Multiset::new();
-    for s in sets {
-        for (k, n) in s {
-            let e = u.entry(k.clone()).or_default();
-            *e = (*e).max(*n);
-        }
-    }
-    u
-}
-
-fn total(m: &Multiset) -> u64 {
-    m.values().sum()
-}
-
-/// Snapshots and gap markers of every gatherer are in production with their source.
-fn assert_kept_rows(prod: &mut postgres::Client, dbs: &[TestDatabase]) {
-    for (id, db) in dbs.iter().enumerate() {
-        let id = i16::try_from(id).unwrap();
-        let mut c = db.connect().unwrap();
-        for table in ["snapshot", "gap"] {
-            let want: Vec<i64> = c
-                .query(&format!("SELECT gseq FROM {table} ORDER BY gseq"), &[])
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let prod_table = if table == "gap" { "gatherer_gap" } else { table };
-            let got: Vec<i64> = prod
-                .query(
-                    &format!("SELECT gseq FROM {prod_table} WHERE gatherer = $1 ORDER BY gseq"),
-                    &[&id],
-                )
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            assert_eq!(got, want, "gatherer {id}: every {table} row is in production");
-        }
-    }
-}
-
-/// Production = union by maximum multiplicity of the gatherer databases, exactly.
-fn assert_union(prod: &mut postgres::Client, dbs: &[TestDatabase]) -> (Multiset, Vec<Multiset>) {
-    let per: Vec<Multiset> =
-        dbs.iter().map(|db| gatherer_events(&mut db.connect().unwrap())).collect();
-    let union = union_by_max(&per);
-    let got = production_events(prod);
-    let missing: Vec<(&String, &u64)> =
-        union.iter().filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n).take(5).collect();
-    let extra: Vec<(&String, &u64)> =
-        got.iter().filter(|(k, n)| union.get(*k).copied().unwrap_or(0) < **n).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
-    assert_eq!(got, union, "production = union by maximum multiplicity");
-    println!(
-        "gatherer events {:?}, union {}, production {}",
-        per.iter().map(total).collect::<Vec<_>>(),
-        total(&union),
-        total(&got)
-    );
-    (got, per)
-}
-
-/// Every event delivered to a gatherer is in production at least as often as that gatherer was
-/// sent it, and nothing more often than the exchange sent it.
-fn assert_truth(prod: &mut postgres::Client, truth: &Truth, conns: &[BTreeSet<u64>]) {
-    let text: BTreeMap<u64, String> = truth
-        .delivered
-        .iter()
-        .flat_map(|(m, rows)| rows.iter().map(move |(s, r)| (*s, format!("{m} {r}"))))
-        .collect();
-    let got = production_truth_rows(prod);
-    let mut delivered_any = 0;
-    for (g, set) in conns.iter().enumerate() {
-        let mut sent = Multiset::new();
-        for conn in set {
-            for (_, s) in truth.by_conn.get(conn).into_iter().flatten() {
-                *sent.entry(text[s].clone()).or_default() += 1;
-            }
-        }
-        for (k, n) in &sent {
-            assert!(
-                got.get(k).copied().unwrap_or(0) >= *n,
-                "gatherer {g} was sent {k} {n} times; production has {:?}",
-                got.get(k)
-            );
-        }
-        delivered_any = delivered_any.max(total(&sent));
-    }
-    let mut exchange = Multiset::new();
-    for (m, rows) in &truth.all_events {
-        for (_, r) in rows {
-            *exchange.entry(format!("{m} {r}")).or_default() += 1;
-        }
-    }
-    for (k, n) in &got {
-        assert!(exchange.get(k).copied().unwrap_or(0) >= *n, "production has {k} {n} times");
-    }
-    assert!(delivered_any > 2_000, "the run delivered enough events to mean something");
 }
 
 /// The coverage ledger the service wrote in the batches' transactions; returns the coverage
@@ -618,7 +308,7 @@ fn three_faulty_gatherers_merge_into_the_exact_union() {
     assert_eq!(cut, 1, "c's reader had one connection");
     p.flow(3, 1_000);
     let (heads, truth) = p.stop_gatherers();
-    let waited = wait_cursors(&p.prod, &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
+    let waited = wait_cursors(&p.prod.config(), &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
     let elapsed = t0.elapsed();
     let health = dedup.health();
     println!("health {health:?}");
@@ -663,7 +353,7 @@ fn a_gatherer_database_down_at_start_is_consumed_when_it_returns() {
         .collect();
     let a_head = heads[0];
     let c_head = heads[2];
-    wait_cursors(&p.prod, &[(0, a_head), (2, c_head)]);
+    wait_cursors(&p.prod.config(), &[(0, a_head), (2, c_head)]);
     let health = dedup.health();
     assert_eq!(
         health.gatherers.iter().map(|g| g.connected).collect::<Vec<_>>(),
@@ -692,7 +382,7 @@ fn a_gatherer_database_down_at_start_is_consumed_when_it_returns() {
     let back = Instant::now();
     p.flow(2, 1_000);
     let (heads, truth) = p.stop_gatherers();
-    wait_cursors(&p.prod, &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
+    wait_cursors(&p.prod.config(), &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
     let caught_up = back.elapsed();
     let stats = finish(dedup);
     let (got, per) = assert_union(&mut prod, &p.dbs);
@@ -741,7 +431,7 @@ fn production_down_mid_run_pauses_the_merge_and_loses_nothing() {
     admin.batch_execute(&format!("ALTER DATABASE {prod_db} WITH ALLOW_CONNECTIONS true")).unwrap();
     p.flow(1, 1_000);
     let (heads, truth) = p.stop_gatherers();
-    wait_cursors(&p.prod, &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
+    wait_cursors(&p.prod.config(), &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);
     assert!(dedup.health().production.connected);
     assert!(dedup.health().production.batches_committed > committed);
     let stats = finish(dedup);

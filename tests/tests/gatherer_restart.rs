@@ -3,7 +3,7 @@
 //! restart resumes gseq correctly").
 //!
 //! The simulator runs in this process (manual clock, truth file); the gatherer is the workspace's
-//! `kdp` binary, built once by [`kdp_binary`], started three times against one database:
+//! `kdp` binary, built once by `gatherer_support::process::kdp_binary`, started three times against one database:
 //! 1. run 1 captures, then gets SIGKILL while the frames of an exchange step are in flight;
 //! 2. run 2 starts behind a `crash` gap, captures, and stops cleanly on SIGTERM;
 //! 3. run 3 starts behind a `restart` gap, captures, and stops cleanly on SIGTERM.
@@ -21,152 +21,13 @@
 mod gatherer_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::process::Command;
 
-use gatherer_support::{
-    MARKETS, POLL, Replica, Row, Sim, WAIT, assert_gseq_contiguous, stored_rows, wait_for,
-};
+use gatherer_support::process::{KdpProcess, kdp_binary};
+use gatherer_support::{MARKETS, Replica, Row, Sim, assert_gseq_contiguous, stored_rows, wait_for};
 
 const SEED: u64 = 0x6761_7468_6572_0301;
 const CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
-
-/// The workspace's `kdp` binary. A package's integration tests only get their own package's
-/// binaries built (`CARGO_BIN_EXE_*`), and this crate is not the `kdp` package, so the binary is
-/// built here, once per test process, by the cargo running the tests (`CARGO`), with the same
-/// profile and target directory as this test executable (`<target>/<profile>/deps/<test>`):
-/// on a clean clone `cargo test --workspace` builds it; when it is up to date this is a no-op.
-fn kdp_binary() -> &'static Path {
-    static KDP: OnceLock<PathBuf> = OnceLock::new();
-    KDP.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| {
-            panic!("test executable {} is not in <profile>/deps", exe.display())
-        });
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_owned(),
-            Some(name) => name.to_owned(),
-            None => panic!("no profile directory above {}", exe.display()),
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        println!("building kdp: {cargo:?} build -p kdp --bin kdp --profile {profile}");
-        let status = Command::new(&cargo)
-            .current_dir(workspace)
-            .args(["build", "--quiet", "--package", "kdp", "--bin", "kdp", "--profile", &profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the kdp binary: {e}"));
-        assert!(
-            status.success(),
-            "`cargo build --bin kdp` failed ({status}): see its output above"
-        );
-        let bin = profile_dir.join("kdp");
-        assert!(bin.is_file(), "cargo built kdp, yet {} does not exist", bin.display());
-        bin
-    })
-}
-
-/// A `kdp gatherer --config FILE` child process, killed when dropped (a failing test leaves no
-/// gatherer behind). Its stdout and stderr go to files shown when something goes wrong.
-struct GathererProcess {
-    name: &'static str,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl GathererProcess {
-    fn start(config: &Path, dir: &Path, name: &'static str) -> GathererProcess {
-        let stdout = dir.join(format!("{name}.stdout"));
-        let stderr = dir.join(format!("{name}.stderr"));
-        let child = Command::new(kdp_binary())
-            .args(["gatherer", "--config"])
-            .arg(config)
-            // The config file names everything; the environment overrides must not apply.
-            .env_remove("KDP_DATABASE_URL")
-            .env_remove("KDP_KEY_ID")
-            .env_remove("KDP_PRIVATE_KEY_PATH")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        println!("{name}: kdp gatherer pid {}", child.id());
-        GathererProcess { name, child, stdout, stderr }
-    }
-
-    fn logs(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!(
-            "--- {} stdout ---\n{}--- {} stderr ---\n{}",
-            self.name,
-            read(&self.stdout),
-            self.name,
-            read(&self.stderr)
-        )
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("{} exited early ({status})\n{}", self.name, self.logs());
-        }
-    }
-
-    /// Waits for `ready`, failing early if the process has exited.
-    fn wait(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
-        wait_for(what, || {
-            self.assert_running();
-            ready()
-        });
-    }
-
-    /// SIGKILL: the process gets no chance to flush anything.
-    fn kill(&mut self) {
-        self.assert_running();
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        println!("{}: killed ({status})", self.name);
-    }
-
-    /// SIGTERM, then waits for the ordered shutdown; returns its stdout (the final counts).
-    fn terminate(&mut self) -> String {
-        self.assert_running();
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}: {sent}");
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running {WAIT:?} after SIGTERM",
-                self.name
-            );
-            std::thread::sleep(POLL);
-        };
-        let logs = self.logs();
-        assert!(status.success(), "{} exited with {status} after SIGTERM\n{logs}", self.name);
-        std::fs::read_to_string(&self.stdout).unwrap()
-    }
-}
-
-impl Drop for GathererProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn count(client: &mut postgres::Client, sql: &str, after_gseq: i64) -> i64 {
     client.query_one(sql, &[&after_gseq]).unwrap().get(0)
@@ -200,7 +61,7 @@ fn last_committed(client: &mut postgres::Client) -> i64 {
 fn flow(
     sim: &Sim,
     replica: &mut Replica,
-    run: &mut GathererProcess,
+    run: &mut KdpProcess,
     client: &mut postgres::Client,
     after: i64,
     base: u64,
@@ -360,7 +221,7 @@ fn a_killed_gatherer_loses_at_most_its_uncommitted_tail_and_resumes_behind_a_gap
     let snapshots = i64::try_from(MARKETS).unwrap();
 
     // Run 1: capture, then SIGKILL once the first rows of a large step are committed.
-    let mut run1 = GathererProcess::start(&config, dir.path(), "run1");
+    let mut run1 = KdpProcess::gatherer(&config, dir.path(), "run1");
     run1.wait("run 1's initial snapshots", || snapshots_after(&mut client, 0) >= snapshots);
     let conns1: BTreeSet<u64> = sim.conns().into_iter().collect();
     flow(&sim, &mut replica, &mut run1, &mut client, 0, 0, 3);
@@ -378,7 +239,7 @@ fn a_killed_gatherer_loses_at_most_its_uncommitted_tail_and_resumes_behind_a_gap
     });
 
     // Run 2: a crash gap, then everything sent from its subscription on; SIGTERM.
-    let mut run2 = GathererProcess::start(&config, dir.path(), "run2");
+    let mut run2 = KdpProcess::gatherer(&config, dir.path(), "run2");
     run2.wait("run 2's gap and initial snapshots", || {
         gaps_after(&mut client, 0) == 1 && snapshots_after(&mut client, last1 + 1) >= snapshots
     });
@@ -389,7 +250,7 @@ fn a_killed_gatherer_loses_at_most_its_uncommitted_tail_and_resumes_behind_a_gap
     let last2 = last_committed(&mut client);
 
     // Run 3: after a clean stop, a restart gap; SIGTERM.
-    let mut run3 = GathererProcess::start(&config, dir.path(), "run3");
+    let mut run3 = KdpProcess::gatherer(&config, dir.path(), "run3");
     run3.wait("run 3's gap and initial snapshots", || {
         gaps_after(&mut client, 0) == 2 && snapshots_after(&mut client, last2 + 1) >= snapshots
     });

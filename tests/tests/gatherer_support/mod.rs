@@ -1,10 +1,12 @@
-//! The harness shared by the gatherer's end-to-end tests (`gatherer_sim.rs`,
-//! `gatherer_faults.rs`): the simulator on its own tokio runtime with a manual clock and a truth
-//! file, a seeded replica of its exchange that tells how many data frames were sent, the gatherer
-//! against a `TestDatabase`, and the comparisons of stored rows with the truth's per-connection
-//! delivery logs. Every wait is on an observable condition with a deadline.
+//! The harness shared by the end-to-end tests (`gatherer_*.rs`, `dedup_*.rs`): the simulator on
+//! its own tokio runtime with a manual clock and a truth file, a seeded replica of its exchange
+//! that tells how many data frames were sent, the gatherer against a `TestDatabase`, the
+//! comparisons of stored rows with the truth's per-connection delivery logs, and `kdp` as a
+//! child process ([`process`]). Every wait is on an observable condition with a deadline.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
+
+pub mod process;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Write as _};
