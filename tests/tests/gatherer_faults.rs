@@ -94,11 +94,7 @@ fn finish(
     let delays = resync_delays(&mut client, book_sids);
     let worst = delays.iter().map(|d| d.expect("every gap market resynced")).max();
     if let Some(worst) = worst {
-        println!(
-            "resync: {} gap markets, worst gap → snapshot {} µs",
-            delays.len(),
-            worst / 1_000
-        );
+        println!("resync: {} gap markets, worst gap → snapshot {} µs", delays.len(), worst / 1_000);
         assert!(
             worst >= 0 && worst < RESYNC_BOUND.as_nanos() as i64,
             "a resync took {worst} ns, beyond {RESYNC_BOUND:?}"
