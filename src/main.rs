@@ -16,6 +16,7 @@ use kdp_sim::transport::hub::{Clock, HUB_SPEED_MAX};
 use kdp_sim::transport::proto::Shape;
 use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
 
+mod demo;
 mod truth;
 
 #[global_allocator]
@@ -41,8 +42,9 @@ enum Command {
     Dedup(DedupArgs),
     /// Run the Kalshi exchange simulator on loopback until Ctrl-C.
     Sim(Box<SimArgs>),
-    /// Run the whole pipeline locally (embedded PostgreSQL, simulator, 3 gatherers, dedup).
-    Demo,
+    /// Run the whole pipeline locally: embedded PostgreSQL, the simulator, 3 gatherer
+    /// processes and the deduplicator, with live progress; then verify (exit 0: verified).
+    Demo(demo::DemoArgs),
     /// Compare production with the simulator's truth and the gatherer databases (exit 0: every
     /// invariant holds; 1: a violation; 2: bad arguments or a database/file that cannot be read).
     Verify(VerifyArgs),
@@ -282,7 +284,7 @@ impl Command {
             Command::Dedup(_) => ("dedup", DEDUP),
             Command::Verify(_) => ("verify", DEDUP),
             Command::Coverage(_) => ("coverage", DEDUP),
-            Command::Demo => ("demo", OPS),
+            Command::Demo(_) => ("demo", OPS),
             Command::Book => ("book", OPS),
             Command::Trades => ("trades", OPS),
             Command::CheckConfig => ("check-config", OPS),
@@ -310,6 +312,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Migrate(args) => migrate(&args, &mut std::io::stdout()).map_err(Failure::Failed),
         Command::Verify(args) => verify(&args, &mut std::io::stdout().lock()),
         Command::Coverage(args) => coverage(&args, &mut std::io::stdout().lock()),
+        Command::Demo(args) => demo::run(&args).map_err(Failure::Failed),
         other => {
             let (name, planned) = other.planned();
             Err(Failure::Unavailable(format!(
