@@ -13,6 +13,8 @@
 //! - [`verify`]: `kdp verify`'s pure check of DESIGN §4's invariants; [`inspect`]: the SQL
 //!   reads under `kdp verify` and `kdp coverage`.
 //!
+//! - [`query`]: `kdp book` (a market's order book at a time: nearest snapshot + merged deltas)
+//!   and `kdp trades`, with their exact table / CSV / JSON output.
 //! - [`metadata`]: series, events and markets from REST into production on a schedule
 //!   (upsert, latest wins), through the gatherer's token bucket.
 //!
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod merge;
 pub mod metadata;
 mod occ;
+pub mod query;
 pub mod reader;
 pub mod row;
 pub mod schema;
