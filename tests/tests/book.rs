@@ -18,11 +18,12 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+mod gatherer_support;
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use gatherer_support::process::kdp;
 use kdp_dedup::limits::MergeLimits;
 use kdp_dedup::merge::MergeCore;
 use kdp_dedup::query::{self, Format};
@@ -40,38 +41,6 @@ const ACTIONS: usize = 12_000;
 /// Sampled points.
 const SAMPLES: usize = 160;
 const GATHERERS: usize = 3;
-
-/// The workspace's `kdp` binary, built once per test process (as in dedup_verify.rs).
-fn kdp_binary() -> &'static Path {
-    static KDP: OnceLock<PathBuf> = OnceLock::new();
-    KDP.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_owned(),
-            Some(name) => name.to_owned(),
-            None => panic!("no profile directory above {}", exe.display()),
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let status = Command::new(&cargo)
-            .current_dir(workspace)
-            .args(["build", "--quiet", "--package", "kdp", "--bin", "kdp", "--profile", &profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "`cargo build --bin kdp` failed ({status})");
-        profile_dir.join("kdp")
-    })
-}
-
-fn kdp(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(kdp_binary()).args(args).output().unwrap();
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-    (out.status.code().unwrap(), text(&out.stdout), text(&out.stderr))
-}
 
 /// A small deterministic generator for the test's own choices (not the engine's).
 struct Pick(u64);

@@ -12,11 +12,11 @@
 
 mod gatherer_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gatherer_support::process::kdp;
 use gatherer_support::{MARKETS, Replica, Sim, wait_for};
 use kdp_dedup::ledger::Ledger;
 use kdp_dedup::limits::MergeLimits;
@@ -33,45 +33,6 @@ use kdp_sim::market::truth::{TruthReader, TruthRecord};
 
 const SEED: u64 = 0x6465_6475_7600_0001;
 const CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
-
-/// The workspace's `kdp` binary, built once per test process by the cargo running the tests
-/// (the same helper as gatherer_restart.rs: a package's integration tests only get their own
-/// package's binaries, and this crate is not the `kdp` package).
-fn kdp_binary() -> &'static Path {
-    static KDP: OnceLock<PathBuf> = OnceLock::new();
-    KDP.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| {
-            panic!("test executable {} is not in <profile>/deps", exe.display())
-        });
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_owned(),
-            Some(name) => name.to_owned(),
-            None => panic!("no profile directory above {}", exe.display()),
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let status = Command::new(&cargo)
-            .current_dir(workspace)
-            .args(["build", "--quiet", "--package", "kdp", "--bin", "kdp", "--profile", &profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the kdp binary: {e}"));
-        assert!(status.success(), "`cargo build --bin kdp` failed ({status})");
-        let bin = profile_dir.join("kdp");
-        assert!(bin.is_file(), "cargo built kdp, yet {} does not exist", bin.display());
-        bin
-    })
-}
-
-/// Runs `kdp ARGS`: (exit code, stdout, stderr).
-fn kdp(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(kdp_binary()).args(args).output().unwrap();
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-    (out.status.code().unwrap(), text(&out.stdout), text(&out.stderr))
-}
 
 fn count(c: &mut postgres::Client, sql: &str) -> u64 {
     u64::try_from(c.query_one(sql, &[]).unwrap().get::<_, i64>(0)).unwrap()

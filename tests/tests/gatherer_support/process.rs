@@ -1,7 +1,8 @@
 //! `kdp` as a real child process (`kdp gatherer`, `kdp dedup`): the binary built once per test
 //! process by [`kdp_binary`], stdout/stderr in files shown when something goes wrong, SIGKILL,
-//! SIGTERM with an ordered stop, and waiting on a crash. Used by `gatherer_restart.rs` and
-//! `dedup_crash.rs`.
+//! SIGTERM with an ordered stop, and waiting on a crash; [`kdp`] runs a one-shot subcommand
+//! (`kdp verify`, `kdp book`, ...) to its end. Used by `gatherer_restart.rs`, `dedup_crash.rs`,
+//! `dedup_verify.rs`, `book.rs`, `trades.rs` and the other tests that run the binary.
 
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt as _;
@@ -48,6 +49,13 @@ pub fn kdp_binary() -> &'static Path {
         assert!(bin.is_file(), "cargo built kdp, yet {} does not exist", bin.display());
         bin
     })
+}
+
+/// Runs `kdp ARGS` to its end: (exit code, stdout, stderr).
+pub fn kdp(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(kdp_binary()).args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    (out.status.code().unwrap(), text(&out.stdout), text(&out.stderr))
 }
 
 /// Environment variables the binary reads that would override a test's config file.
