@@ -26,19 +26,18 @@ use std::process::ExitStatus;
 use std::time::Instant;
 
 use dedup_support::{
-    assert_kept_rows, assert_kept_rows_through, assert_truth_min, assert_union,
-    assert_union_through, cursors, wait_cursors,
+    CHANNELS, Stepped, allow_connections, assert_kept_rows, assert_kept_rows_through,
+    assert_truth_min, assert_union, assert_union_through, batch_head, cursors,
+    cut_dedup_connections, dedup_toml, start_gatherer, wait_cursors,
 };
 use gatherer_support::process::{KdpProcess, kdp_binary};
 use gatherer_support::{MARKETS, Replica, Sim, Truth, WAIT, wait_for};
 use kdp_dedup::service::Dedup;
 use kdp_engine::pg::testing::TestDatabase;
 use kdp_engine::pg::{EmbeddedPostgres, MAINTENANCE_DB};
-use kdp_ingest::gatherer::{Gatherer, GathererHandle};
+use kdp_ingest::gatherer::GathererHandle;
 use kdp_ingest::store::GATHERER;
 
-const CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
-const NAMES: [&str; 3] = ["a", "b", "c"];
 /// Events one gatherer must at least have been sent for a run to mean something.
 const MIN_DELIVERED: u64 = 1_000;
 /// What `abort()` (the crash points) kills a process with.
@@ -153,24 +152,14 @@ impl Rig {
         rig
     }
 
-    fn sim(&self) -> &Sim {
-        self.sim.as_ref().unwrap()
-    }
-
     fn live_conns(&self) -> BTreeSet<u64> {
         self.sim().conns().into_iter().collect()
     }
 
     /// Starts gatherer `g` in process and waits for its initial snapshots.
     fn start_gatherer(&mut self, g: usize) {
-        let before = self.live_conns();
-        let config = self.sim().gatherer_config(&self.dbs[g], self.markets.clone(), CHANNELS);
-        let handle = Gatherer::start(&config).unwrap();
-        wait_for("a gatherer's initial snapshots", || {
-            handle.stats().writer.rows.snapshot >= MARKETS as u64
-        });
-        let after = self.live_conns();
-        self.conns[g].extend(after.difference(&before));
+        let (handle, opened) = start_gatherer(self.sim(), &self.dbs[g], &self.markets);
+        self.conns[g].extend(opened);
         self.gatherers[g] = Some(handle);
     }
 
@@ -182,34 +171,6 @@ impl Rig {
         }
     }
 
-    /// Advances the exchange `steps` times by `events`, each time waiting until every running
-    /// in-process gatherer committed every frame it was sent (stored + withheld on its
-    /// connections = the replica's count).
-    fn flow(&mut self, steps: usize, events: u64) {
-        for _ in 0..steps {
-            let exch_seq = self.sim().advance(events);
-            self.caught_up(exch_seq);
-        }
-    }
-
-    fn caught_up(&mut self, exch_seq: u64) {
-        self.replica.run_to(exch_seq);
-        let expected = self.replica.expected();
-        wait_for("every running gatherer to commit every frame sent", || {
-            let info = self.sim().handle.registry().connections();
-            self.gatherers.iter().zip(&self.conns).all(|(g, conns)| {
-                let Some(g) = g else { return true };
-                let r = g.stats().writer.rows;
-                let withheld: u64 = info
-                    .iter()
-                    .filter(|c| conns.contains(&c.conn))
-                    .map(|c| c.frames_dropped + c.frames_silenced)
-                    .sum();
-                r.delta + r.trade + r.ticker + withheld == expected
-            })
-        });
-    }
-
     /// Stops in-process gatherer `g` (everything it received is committed).
     fn stop_gatherer(&mut self, g: usize) {
         let stats = self.gatherers[g].take().unwrap().shutdown().unwrap();
@@ -218,16 +179,7 @@ impl Rig {
 
     /// Each gatherer's last committed gseq (-1: its database refuses connections).
     fn heads(&self) -> Vec<i64> {
-        self.dbs
-            .iter()
-            .map(|db| {
-                db.connect().map_or(-1, |mut c| {
-                    c.query_one("SELECT coalesce(max(last_gseq), 0) FROM batch", &[])
-                        .unwrap()
-                        .get(0)
-                })
-            })
-            .collect()
+        self.dbs.iter().map(|db| db.connect().map_or(-1, |mut c| batch_head(&mut c))).collect()
     }
 
     /// Stops the in-process gatherers and the simulator; returns the heads and the truth.
@@ -242,17 +194,7 @@ impl Rig {
 
     /// The dedup's TOML (`extra` lines first).
     fn dedup_toml(&self, extra: &str) -> String {
-        let mut text = format!(
-            "{extra}production_database_url = {:?}\nmetrics_addr = \"off\"\npoll_interval_ms = 200\n",
-            self.prod.url()
-        );
-        for (i, (name, db)) in NAMES.iter().zip(&self.dbs).enumerate() {
-            text.push_str(&format!(
-                "[[gatherers]]\nname = \"{name}\"\nid = {i}\ndatabase_url = {:?}\n",
-                db.url()
-            ));
-        }
-        text
+        dedup_toml(extra, &self.prod.url(), "off", &self.dbs)
     }
 
     fn dedup_config_file(&self) -> PathBuf {
@@ -289,6 +231,32 @@ impl Rig {
             got.values().sum::<u64>(),
             per.iter().map(|m| m.values().sum::<u64>()).collect::<Vec<_>>()
         );
+    }
+}
+
+impl Stepped for Rig {
+    fn sim(&self) -> &Sim {
+        self.sim.as_ref().unwrap()
+    }
+
+    /// Every running in-process gatherer committed every frame it was sent (stored + withheld
+    /// on its connections = the replica's count).
+    fn caught_up(&mut self, exch_seq: u64) {
+        self.replica.run_to(exch_seq);
+        let expected = self.replica.expected();
+        wait_for("every running gatherer to commit every frame sent", || {
+            let info = self.sim().handle.registry().connections();
+            self.gatherers.iter().zip(&self.conns).all(|(g, conns)| {
+                let Some(g) = g else { return true };
+                let r = g.stats().writer.rows;
+                let withheld: u64 = info
+                    .iter()
+                    .filter(|c| conns.contains(&c.conn))
+                    .map(|c| c.frames_dropped + c.frames_silenced)
+                    .sum();
+                r.delta + r.trade + r.ticker + withheld == expected
+            })
+        });
     }
 }
 
@@ -445,7 +413,7 @@ fn a_gatherer_process_killed_and_restarted_mid_run_loses_and_duplicates_nothing(
     c.wait("c's first rows of the step", || data_rows_after(&rig.dbs[2], 0) > stored);
     c.kill();
     rig.caught_up(exch_seq);
-    let last1 = count(&rig.dbs[2], "SELECT coalesce(max(last_gseq), 0) FROM batch");
+    let last1 = batch_head(&mut rig.dbs[2].connect().unwrap());
     let lost = rig.replica.expected() - data_rows_after(&rig.dbs[2], 0);
     println!("c killed: last gseq {last1}, {lost} frames of the step not committed");
     let conns1 = rig.conns[2].clone();
@@ -490,14 +458,8 @@ fn with_two_then_one_of_three_gatherers_alive_production_has_all_the_survivors_s
     let mut c_client = rig.dbs[2].connect().unwrap();
     let c_db = rig.dbs[2].name().to_owned();
     let mut admin = rig.dbs[0].connect().unwrap();
-    admin.batch_execute(&format!("ALTER DATABASE {c_db} WITH ALLOW_CONNECTIONS false")).unwrap();
-    admin
-        .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND application_name = 'kdp-dedup'",
-            &[&c_db],
-        )
-        .unwrap();
+    allow_connections(&mut admin, &c_db, false);
+    cut_dedup_connections(&mut admin, &c_db);
     rig.flow(2, 1_000);
     let mut prod = rig.prod.connect();
     let check = |rig: &Rig, prod: &mut postgres::Client, c: &mut postgres::Client, alive: &str| {
@@ -552,15 +514,8 @@ fn brief_reader_disconnect(seed: u64, live_grace_ms: u64) -> (u64, u64, u64) {
     wait_cursors(&rig.prod.config(), &Rig::all_heads(&rig.heads()));
     let c_db = rig.dbs[2].name().to_owned();
     let mut admin = rig.dbs[0].connect().unwrap();
-    admin.batch_execute(&format!("ALTER DATABASE {c_db} WITH ALLOW_CONNECTIONS false")).unwrap();
-    let cut: i64 = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = $1 AND application_name = 'kdp-dedup'",
-            &[&c_db],
-        )
-        .unwrap()
-        .get(0);
+    allow_connections(&mut admin, &c_db, false);
+    let cut = cut_dedup_connections(&mut admin, &c_db);
     assert_eq!(cut, 1, "c's reader had one connection");
     wait_for("c's reader to notice", || !dedup.health().gatherers[2].connected);
     let before = rig.replica.expected();
@@ -569,7 +524,7 @@ fn brief_reader_disconnect(seed: u64, live_grace_ms: u64) -> (u64, u64, u64) {
     let heads = rig.heads();
     assert_eq!(heads[2], -1, "c's database refuses connections");
     wait_cursors(&rig.prod.config(), &[(0, heads[0]), (1, heads[1])]);
-    admin.batch_execute(&format!("ALTER DATABASE {c_db} WITH ALLOW_CONNECTIONS true")).unwrap();
+    allow_connections(&mut admin, &c_db, true);
     wait_cursors(&rig.prod.config(), &[(2, rig.heads()[2])]);
     let (heads, _truth) = rig.stop();
     wait_cursors(&rig.prod.config(), &Rig::all_heads(&heads));

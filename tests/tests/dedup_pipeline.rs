@@ -30,17 +30,15 @@ use std::io::{Read as _, Write as _};
 use std::time::Instant;
 
 use dedup_support::{
-    Multiset, assert_kept_rows, assert_truth, assert_union, cursors, gatherer_events,
-    production_events, total, wait_cursors,
+    CHANNELS, Multiset, NAMES, Stepped, allow_connections, assert_kept_rows, assert_truth,
+    assert_union, batch_head, cursors, cut_dedup_connections, dedup_toml, gatherer_events,
+    production_events, start_gatherer, total, wait_cursors,
 };
 use gatherer_support::{MARKETS, Replica, Sim, Truth, wait_for};
 use kdp_dedup::ledger::{GapInterval, Uncovered, intersect_all};
 use kdp_dedup::service::{Dedup, DedupHandle, DedupStats};
 use kdp_engine::pg::testing::TestDatabase;
-use kdp_ingest::gatherer::{Gatherer, GathererHandle};
-
-const CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
-const NAMES: [&str; 3] = ["a", "b", "c"];
+use kdp_ingest::gatherer::GathererHandle;
 
 struct Pipeline {
     /// `None` once stopped (its truth read).
@@ -63,24 +61,15 @@ impl Pipeline {
         let mut gatherers: Vec<GathererHandle> = Vec::new();
         let mut conns = Vec::new();
         for _ in NAMES {
-            let before: BTreeSet<u64> = sim.conns().into_iter().collect();
             let db = TestDatabase::new().unwrap();
-            let g = Gatherer::start(&sim.gatherer_config(&db, markets.clone(), CHANNELS)).unwrap();
-            wait_for("a gatherer's initial snapshots", || {
-                g.stats().writer.rows.snapshot >= MARKETS as u64
-            });
-            let after: BTreeSet<u64> = sim.conns().into_iter().collect();
-            conns.push(after.difference(&before).copied().collect());
+            let (g, opened) = start_gatherer(&sim, &db, &markets);
+            conns.push(opened);
             dbs.push(db);
             gatherers.push(g);
         }
         let replica = Replica::new(seed, &markets, CHANNELS);
         let prod = TestDatabase::new().unwrap();
         Pipeline { sim: Some(sim), replica, dbs, gatherers, conns, prod }
-    }
-
-    fn sim(&self) -> &Sim {
-        self.sim.as_ref().unwrap()
     }
 
     /// Order-book markets on a live simulator connection.
@@ -95,29 +84,30 @@ impl Pipeline {
     }
 
     fn dedup_config(&self) -> kdp_dedup::config::Checked {
-        let mut text = format!(
-            "production_database_url = {:?}\nmetrics_addr = \"127.0.0.1:0\"\npoll_interval_ms = 200\n",
-            self.prod.url()
-        );
-        for (i, (name, db)) in NAMES.iter().zip(&self.dbs).enumerate() {
-            text.push_str(&format!(
-                "[[gatherers]]\nname = \"{name}\"\nid = {i}\ndatabase_url = {:?}\n",
-                db.url()
-            ));
-        }
+        let text = dedup_toml("", self.prod.url(), "127.0.0.1:0", &self.dbs);
         kdp_dedup::config::DedupConfig::from_toml(&text).unwrap().check().unwrap()
     }
 
-    /// Advances the exchange `steps` times by `events`, each time waiting until every gatherer
-    /// committed every frame it was sent (stored + withheld by faults = 3 × the replica's count;
-    /// no gatherer can exceed its own share, so the sum is exact).
-    fn flow(&mut self, steps: usize, events: u64) {
-        for _ in 0..steps {
-            let exch_seq = self.sim().advance(events);
-            self.caught_up(exch_seq);
+    /// Stops the gatherers (every row they received is committed) and the simulator; returns
+    /// each gatherer's last committed gseq and the truth.
+    fn stop_gatherers(&mut self) -> (Vec<i64>, Truth) {
+        let mut heads = Vec::new();
+        for (g, db) in self.gatherers.drain(..).zip(&self.dbs) {
+            let stats = g.shutdown().unwrap();
+            assert_eq!(stats.fatal(), None);
+            heads.push(batch_head(&mut db.connect().unwrap()));
         }
+        (heads, self.sim.take().unwrap().finish())
+    }
+}
+
+impl Stepped for Pipeline {
+    fn sim(&self) -> &Sim {
+        self.sim.as_ref().unwrap()
     }
 
+    /// Every gatherer committed every frame it was sent (stored + withheld by faults = 3 × the
+    /// replica's count; no gatherer can exceed its own share, so the sum is exact).
     fn caught_up(&mut self, exch_seq: u64) {
         self.replica.run_to(exch_seq);
         let expected = 3 * self.replica.expected();
@@ -132,21 +122,6 @@ impl Pipeline {
                 .sum();
             stored + self.sim().frames_dropped() == expected
         });
-    }
-
-    /// Stops the gatherers (every row they received is committed) and the simulator; returns
-    /// each gatherer's last committed gseq and the truth.
-    fn stop_gatherers(&mut self) -> (Vec<i64>, Truth) {
-        let mut heads = Vec::new();
-        for (g, db) in self.gatherers.drain(..).zip(&self.dbs) {
-            let stats = g.shutdown().unwrap();
-            assert_eq!(stats.fatal(), None);
-            let mut c = db.connect().unwrap();
-            heads.push(
-                c.query_one("SELECT coalesce(max(last_gseq), 0) FROM batch", &[]).unwrap().get(0),
-            );
-        }
-        (heads, self.sim.take().unwrap().finish())
     }
 }
 
@@ -297,14 +272,7 @@ fn three_faulty_gatherers_merge_into_the_exact_union() {
     let mut admin = p.prod.connect().unwrap();
     let c_db = p.dbs[2].name().to_owned();
     wait_for("the dedup to read from c", || dedup.health().gatherers[2].connected);
-    let cut: i64 = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = $1 AND application_name = 'kdp-dedup'",
-            &[&c_db],
-        )
-        .unwrap()
-        .get(0);
+    let cut = cut_dedup_connections(&mut admin, &c_db);
     assert_eq!(cut, 1, "c's reader had one connection");
     p.flow(3, 1_000);
     let (heads, truth) = p.stop_gatherers();
@@ -339,7 +307,7 @@ fn a_gatherer_database_down_at_start_is_consumed_when_it_returns() {
     let b_db = p.dbs[1].name().to_owned();
     let mut admin = p.prod.connect().unwrap();
     // b's database refuses new connections (its gatherer's writer keeps the one it has).
-    admin.batch_execute(&format!("ALTER DATABASE {b_db} WITH ALLOW_CONNECTIONS false")).unwrap();
+    allow_connections(&mut admin, &b_db, false);
     let dedup = Dedup::start(p.dedup_config()).unwrap();
     p.flow(4, 1_000);
     let heads: Vec<i64> = p
@@ -378,7 +346,7 @@ fn a_gatherer_database_down_at_start_is_consumed_when_it_returns() {
     let a = gatherer_events(&mut p.dbs[0].connect().unwrap());
     assert_eq!(production_events(&mut prod), a, "a and c carried production alone");
     // b comes back.
-    admin.batch_execute(&format!("ALTER DATABASE {b_db} WITH ALLOW_CONNECTIONS true")).unwrap();
+    allow_connections(&mut admin, &b_db, true);
     let back = Instant::now();
     p.flow(2, 1_000);
     let (heads, truth) = p.stop_gatherers();
@@ -413,14 +381,8 @@ fn production_down_mid_run_pauses_the_merge_and_loses_nothing() {
     // Administer from a gatherer database: production refuses connections while it is down.
     let mut admin = p.dbs[0].connect().unwrap();
     wait_for("the first production commit", || dedup.health().production.batches_committed > 0);
-    admin.batch_execute(&format!("ALTER DATABASE {prod_db} WITH ALLOW_CONNECTIONS false")).unwrap();
-    admin
-        .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND application_name = 'kdp-dedup'",
-            &[&prod_db],
-        )
-        .unwrap();
+    allow_connections(&mut admin, &prod_db, false);
+    cut_dedup_connections(&mut admin, &prod_db);
     // The gatherers keep buffering while production is down.
     p.flow(3, 1_000);
     wait_for("/health to report production down (503)", || {
@@ -428,7 +390,7 @@ fn production_down_mid_run_pauses_the_merge_and_loses_nothing() {
         status == "HTTP/1.1 503 Service Unavailable" && !dedup.health().production.connected
     });
     let committed = dedup.health().production.batches_committed;
-    admin.batch_execute(&format!("ALTER DATABASE {prod_db} WITH ALLOW_CONNECTIONS true")).unwrap();
+    allow_connections(&mut admin, &prod_db, true);
     p.flow(1, 1_000);
     let (heads, truth) = p.stop_gatherers();
     wait_cursors(&p.prod.config(), &[(0, heads[0]), (1, heads[1]), (2, heads[2])]);

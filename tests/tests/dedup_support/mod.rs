@@ -2,7 +2,9 @@
 //! production's cursors, production = the union by maximum multiplicity of the gatherer
 //! databases (computed here from the databases, independently of the merge core) with every
 //! delta key's occurrence ordinals 0..n, snapshots and gap markers kept with their source, and
-//! production against the simulator's truth.
+//! production against the simulator's truth; and the pieces both rigs are built of (the dedup's
+//! TOML, gatherers started with their simulator connections, stepping the exchange, cutting a
+//! database off).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -10,11 +12,89 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kdp_engine::pg::testing::TestDatabase;
+use kdp_ingest::gatherer::{Gatherer, GathererHandle};
 
-use crate::gatherer_support::Truth;
+use crate::gatherer_support::{MARKETS, Sim, Truth, columns_text, wait_for};
 
 /// Longest the dedup may take to reach every gatherer's head once they stopped.
 pub const DEDUP_WAIT: Duration = Duration::from_secs(60);
+pub const CHANNELS: &[&str] = &["orderbook_delta", "trade", "ticker"];
+/// The gatherers' names in the dedup's config (id = index).
+pub const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// The dedup's TOML: `extra` lines first, then production and the gatherers [`NAMES`] on `dbs`.
+pub fn dedup_toml(
+    extra: &str,
+    production_url: &str,
+    metrics_addr: &str,
+    dbs: &[TestDatabase],
+) -> String {
+    let mut text = format!(
+        "{extra}production_database_url = {production_url:?}\nmetrics_addr = \"{metrics_addr}\"\n\
+         poll_interval_ms = 200\n"
+    );
+    for (i, (name, db)) in NAMES.iter().zip(dbs).enumerate() {
+        text.push_str(&format!(
+            "[[gatherers]]\nname = \"{name}\"\nid = {i}\ndatabase_url = {:?}\n",
+            db.url()
+        ));
+    }
+    text
+}
+
+/// Starts an in-process gatherer of `markets` on `db` and waits for its initial snapshots;
+/// returns it with the simulator connections it opened.
+pub fn start_gatherer(
+    sim: &Sim,
+    db: &TestDatabase,
+    markets: &[String],
+) -> (GathererHandle, BTreeSet<u64>) {
+    let before: BTreeSet<u64> = sim.conns().into_iter().collect();
+    let g = Gatherer::start(&sim.gatherer_config(db, markets.to_vec(), CHANNELS)).unwrap();
+    wait_for("a gatherer's initial snapshots", || g.stats().writer.rows.snapshot >= MARKETS as u64);
+    let after: BTreeSet<u64> = sim.conns().into_iter().collect();
+    (g, after.difference(&before).copied().collect())
+}
+
+/// A rig that steps the simulator's exchange and waits for its gatherers.
+pub trait Stepped {
+    fn sim(&self) -> &Sim;
+
+    /// Waits until the gatherers committed every frame sent up to `exch_seq`.
+    fn caught_up(&mut self, exch_seq: u64);
+
+    /// Advances the exchange `steps` times by `events`, each time waiting for
+    /// [`Stepped::caught_up`].
+    fn flow(&mut self, steps: usize, events: u64) {
+        for _ in 0..steps {
+            let exch_seq = self.sim().advance(events);
+            self.caught_up(exch_seq);
+        }
+    }
+}
+
+/// A gatherer database's last committed gseq (0 before its first batch).
+pub fn batch_head(c: &mut postgres::Client) -> i64 {
+    c.query_one("SELECT coalesce(max(last_gseq), 0) FROM batch", &[]).unwrap().get(0)
+}
+
+/// `ALTER DATABASE db WITH ALLOW_CONNECTIONS allow`, through `admin` (a connection to another
+/// database of the server).
+pub fn allow_connections(admin: &mut postgres::Client, db: &str, allow: bool) {
+    admin.batch_execute(&format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS {allow}")).unwrap();
+}
+
+/// Terminates the dedup's connections to database `db`; returns how many there were.
+pub fn cut_dedup_connections(admin: &mut postgres::Client, db: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'kdp-dedup'",
+            &[&db],
+        )
+        .unwrap()
+        .get(0)
+}
 
 /// Production's cursors by gatherer id.
 pub fn cursors(prod: &mut postgres::Client) -> BTreeMap<i16, i64> {
@@ -46,16 +126,21 @@ pub fn wait_cursors(prod: &postgres::Config, heads: &[(i16, i64)]) -> Duration {
 
 pub type Multiset = BTreeMap<String, u64>;
 
-pub fn opt(v: Option<i64>) -> String {
-    v.map_or("-".to_owned(), |v| v.to_string())
-}
-
 pub const TICKER_CONTENT: &str = "price_micros, yes_bid_micros, yes_ask_micros, yes_bid_size_centi, \
      yes_ask_size_centi, last_trade_size_centi, volume_centi, open_interest_centi, dollar_volume, \
      dollar_open_interest, clock";
 
-pub fn ticker_text(r: &postgres::Row, first: usize) -> String {
-    (first..first + 11).map(|i| opt(r.get(i))).collect::<Vec<_>>().join(" ")
+/// Counts one for each row of `sql` (with `params`) in `m`, under `key` of the row.
+fn count_rows(
+    m: &mut Multiset,
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    mut key: impl FnMut(&postgres::Row) -> String,
+) {
+    for r in c.query(sql, params).unwrap() {
+        *m.entry(key(&r)).or_default() += 1;
+    }
 }
 
 /// A gatherer database's events with their full identities, as a multiset; a ticker equal to its
@@ -68,43 +153,22 @@ pub fn gatherer_events(c: &mut postgres::Client) -> Multiset {
 /// whose database went away: production's cursor).
 pub fn gatherer_events_through(c: &mut postgres::Client, through: i64) -> Multiset {
     let mut m = Multiset::new();
-    for r in c
-        .query(
-            "SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi FROM delta \
-             WHERE gseq <= $1",
-            &[&through],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "delta {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, bool>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in c
-        .query(
-            "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
-             FROM trade WHERE gseq <= $1",
-            &[&through],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "trade {} {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4),
-            r.get::<_, i64>(5)
-        );
-        *m.entry(key).or_default() += 1;
-    }
+    count_rows(
+        &mut m,
+        c,
+        "SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi FROM delta \
+         WHERE gseq <= $1",
+        &[&through],
+        |r| format!("delta {}", columns_text(r, 0..5)),
+    );
+    count_rows(
+        &mut m,
+        c,
+        "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
+         FROM trade WHERE gseq <= $1",
+        &[&through],
+        |r| format!("trade {}", columns_text(r, 0..6)),
+    );
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     for r in c
         .query(
@@ -117,7 +181,7 @@ pub fn gatherer_events_through(c: &mut postgres::Client, through: i64) -> Multis
         .unwrap()
     {
         let market: String = r.get(0);
-        let key = format!("ticker {market} {} {}", r.get::<_, i64>(1), ticker_text(&r, 2));
+        let key = format!("ticker {}", columns_text(&r, 0..13));
         if last.get(&market) == Some(&key) {
             continue;
         }
@@ -131,112 +195,55 @@ pub fn gatherer_events_through(c: &mut postgres::Client, through: i64) -> Multis
 pub fn production_events(c: &mut postgres::Client) -> Multiset {
     let mut m = Multiset::new();
     let mut occs: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for r in c
-        .query(
-            "SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi, occ FROM delta",
-            &[],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "delta {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, bool>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        occs.entry(key.clone()).or_default().push(r.get(5));
-        *m.entry(key).or_default() += 1;
-    }
+    count_rows(
+        &mut m,
+        c,
+        "SELECT market, ts_exch_ns, side_yes, price_micros, delta_centi, occ FROM delta",
+        &[],
+        |r| {
+            let key = format!("delta {}", columns_text(r, 0..5));
+            occs.entry(key.clone()).or_default().push(r.get(5));
+            key
+        },
+    );
     for (key, mut o) in occs {
         o.sort_unstable();
         let want: Vec<i32> = (0..i32::try_from(o.len()).unwrap()).collect();
         assert_eq!(o, want, "occurrence ordinals of {key}");
     }
-    for r in c
-        .query(
-            "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
-             FROM trade",
-            &[],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "trade {} {} {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4),
-            r.get::<_, i64>(5)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in
-        c.query(&format!("SELECT market, ts_exch_ns, {TICKER_CONTENT} FROM ticker"), &[]).unwrap()
-    {
-        let key = format!(
-            "ticker {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            ticker_text(&r, 2)
-        );
-        *m.entry(key).or_default() += 1;
-    }
+    count_rows(
+        &mut m,
+        c,
+        "SELECT trade_id, market, yes_price_micros, no_price_micros, count_centi, ts_exch_ns \
+         FROM trade",
+        &[],
+        |r| format!("trade {}", columns_text(r, 0..6)),
+    );
+    count_rows(
+        &mut m,
+        c,
+        &format!("SELECT market, ts_exch_ns, {TICKER_CONTENT} FROM ticker"),
+        &[],
+        |r| format!("ticker {}", columns_text(r, 0..13)),
+    );
     m
 }
 
 /// Production rows in the harness's truth format, per (market, row text).
 pub fn production_truth_rows(c: &mut postgres::Client) -> Multiset {
     let mut m = Multiset::new();
-    for r in c
-        .query("SELECT market, side_yes, price_micros, delta_centi, ts_exch_ns FROM delta", &[])
-        .unwrap()
-    {
-        let key = format!(
-            "{} delta {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, bool>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in c
-        .query("SELECT market, trade_id, yes_price_micros, count_centi, ts_exch_ns FROM trade", &[])
-        .unwrap()
-    {
-        let key = format!(
-            "{} trade {} {} {} {}",
-            r.get::<_, String>(0),
-            r.get::<_, String>(1),
-            r.get::<_, i64>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4)
-        );
-        *m.entry(key).or_default() += 1;
-    }
-    for r in c
-        .query(
-            "SELECT market, yes_bid_micros, yes_ask_micros, volume_centi, open_interest_centi, \
-             dollar_volume, ts_exch_ns FROM ticker",
-            &[],
-        )
-        .unwrap()
-    {
-        let key = format!(
-            "{} ticker {} {} {} {} {} {}",
-            r.get::<_, String>(0),
-            opt(r.get(1)),
-            opt(r.get(2)),
-            opt(r.get(3)),
-            opt(r.get(4)),
-            opt(r.get(5)),
-            r.get::<_, i64>(6)
-        );
-        *m.entry(key).or_default() += 1;
+    for (kind, columns) in [
+        ("delta", "side_yes, price_micros, delta_centi"),
+        ("trade", "trade_id, yes_price_micros, count_centi"),
+        (
+            "ticker",
+            "yes_bid_micros, yes_ask_micros, volume_centi, open_interest_centi, dollar_volume",
+        ),
+    ] {
+        let sql = format!("SELECT market, {columns}, ts_exch_ns FROM {kind}");
+        count_rows(&mut m, c, &sql, &[], |r| {
+            format!("{} {kind} {}", columns_text(r, 0..1), columns_text(r, 1..r.len()))
+        });
     }
     m
 }

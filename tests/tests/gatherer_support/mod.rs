@@ -396,60 +396,35 @@ impl Truth {
     }
 }
 
+/// Columns `cols` of a row as text, space-separated: integers (NULL as `-`), booleans and text
+/// as they print.
+pub fn columns_text(r: &postgres::Row, cols: std::ops::Range<usize>) -> String {
+    use postgres::types::Type;
+    cols.map(|i| match *r.columns()[i].type_() {
+        Type::BOOL => r.get::<_, bool>(i).to_string(),
+        Type::INT8 => r.get::<_, Option<i64>>(i).map_or("-".to_owned(), |v| v.to_string()),
+        _ => r.get::<_, String>(i),
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
 /// Stored data rows per market in gseq order: (gseq, row); plus all gseqs seen.
 pub fn stored_rows(client: &mut postgres::Client) -> BTreeMap<String, Vec<(i64, Row)>> {
     let mut rows: Vec<(i64, String, Row)> = Vec::new();
-    for r in client
-        .query(
-            "SELECT gseq, market, side_yes, price_micros, delta_centi, ts_exch_ns FROM delta",
-            &[],
-        )
-        .unwrap()
-    {
-        let row = format!(
-            "delta {} {} {} {}",
-            r.get::<_, bool>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4),
-            r.get::<_, i64>(5)
-        );
-        rows.push((r.get(0), r.get(1), row));
-    }
-    for r in client
-        .query(
-            "SELECT gseq, market, trade_id, yes_price_micros, count_centi, ts_exch_ns FROM trade",
-            &[],
-        )
-        .unwrap()
-    {
-        let row = format!(
-            "trade {} {} {} {}",
-            r.get::<_, String>(2),
-            r.get::<_, i64>(3),
-            r.get::<_, i64>(4),
-            r.get::<_, i64>(5)
-        );
-        rows.push((r.get(0), r.get(1), row));
-    }
-    for r in client
-        .query(
-            "SELECT gseq, market, yes_bid_micros, yes_ask_micros, volume_centi, \
-             open_interest_centi, dollar_volume, ts_exch_ns FROM ticker",
-            &[],
-        )
-        .unwrap()
-    {
-        let opt = |i: usize| r.get::<_, Option<i64>>(i).map_or("-".to_owned(), |v| v.to_string());
-        let row = format!(
-            "ticker {} {} {} {} {} {}",
-            opt(2),
-            opt(3),
-            opt(4),
-            opt(5),
-            opt(6),
-            r.get::<_, i64>(7)
-        );
-        rows.push((r.get(0), r.get(1), row));
+    for (kind, columns) in [
+        ("delta", "side_yes, price_micros, delta_centi"),
+        ("trade", "trade_id, yes_price_micros, count_centi"),
+        (
+            "ticker",
+            "yes_bid_micros, yes_ask_micros, volume_centi, open_interest_centi, dollar_volume",
+        ),
+    ] {
+        let sql = format!("SELECT gseq, market, {columns}, ts_exch_ns FROM {kind}");
+        for r in client.query(&sql, &[]).unwrap() {
+            let row = format!("{kind} {}", columns_text(&r, 2..r.len()));
+            rows.push((r.get(0), r.get(1), row));
+        }
     }
     rows.sort_by_key(|r| r.0);
     let mut by_market: BTreeMap<String, Vec<(i64, Row)>> = BTreeMap::new();
