@@ -18,10 +18,9 @@
 //!   the order the merge core took them.
 
 use kdp_engine::event::{BookSide, Level, Side};
+use kdp_engine::pg::copy::{BinaryCopyIn, CopyEncoder};
 use kdp_engine::pg::migrate::{self, MigrateError};
-use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
-use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 use sha2::{Digest, Sha256};
 
@@ -591,13 +590,15 @@ fn copy_batch(
     batch: &Batch,
     prefix: &str,
 ) -> Result<(), postgres::Error> {
-    copy_deltas(tx, prefix, &batch.deltas)?;
-    copy_trades(tx, prefix, &batch.trades)?;
-    copy_tickers(tx, prefix, &batch.tickers)?;
-    copy_market_lifecycles(tx, prefix, &batch.market_lifecycles)?;
-    copy_event_lifecycles(tx, prefix, &batch.event_lifecycles)?;
-    copy_snapshots(tx, prefix, &batch.snapshots)?;
-    copy_gaps(tx, prefix, &batch.gaps)
+    // One buffer for every table of the batch.
+    let enc = &mut CopyEncoder::new();
+    copy_deltas(tx, enc, prefix, &batch.deltas)?;
+    copy_trades(tx, enc, prefix, &batch.trades)?;
+    copy_tickers(tx, enc, prefix, &batch.tickers)?;
+    copy_market_lifecycles(tx, enc, prefix, &batch.market_lifecycles)?;
+    copy_event_lifecycles(tx, enc, prefix, &batch.event_lifecycles)?;
+    copy_snapshots(tx, enc, prefix, &batch.snapshots)?;
+    copy_gaps(tx, enc, prefix, &batch.gaps)
 }
 
 /// A u64 stored bit for bit in a bigint column.
@@ -622,258 +623,170 @@ fn occ_col(occ: u32) -> i32 {
     i32::try_from(occ).unwrap_or(i32::MAX)
 }
 
-fn sha256(payload: &str) -> Vec<u8> {
-    Sha256::digest(payload.as_bytes()).to_vec()
+fn sha256(payload: &str) -> [u8; 32] {
+    Sha256::digest(payload.as_bytes()).into()
 }
 
-/// One binary COPY of `rows` into `{prefix}{table} (columns)`, if there are any.
+/// One binary COPY of `rows` into `{prefix}{table} (columns)`, if there are any, each row of
+/// `fields` fields encoded by `row` into `encoder`.
 fn copy_rows<T>(
     tx: &mut Transaction<'_>,
+    encoder: &mut CopyEncoder,
     prefix: &str,
     table_columns: &str,
-    types: &[Type],
+    fields: i16,
     rows: &[T],
-    mut row: impl FnMut(&mut BinaryCopyInWriter<'_>, &T) -> Result<(), postgres::Error>,
+    mut row: impl FnMut(&mut CopyEncoder, &T),
 ) -> Result<(), postgres::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let sink = tx.copy_in(&format!("COPY {prefix}{table_columns} FROM STDIN (FORMAT binary)"))?;
-    let mut writer = BinaryCopyInWriter::new(sink, types);
+    let mut copy = BinaryCopyIn::new(sink, encoder);
     for (i, r) in rows.iter().enumerate() {
         if i == rows.len() / 2 && prefix.is_empty() {
             crash::reached(CrashAt::MidCopy);
         }
-        row(&mut writer, r)?;
+        row(copy.row(fields)?, r);
     }
-    writer.finish()?;
+    copy.finish()?;
     Ok(())
 }
 
-/// The delta table's columns and types, in COPY order.
+/// The delta table's columns, in COPY order.
 pub(crate) const DELTA_COLUMNS: &str = "delta (ts_exch_ns, market, side_yes, price_micros, \
      delta_centi, occ, ts_recv_ns, gatherer, client_order_id)";
-const DELTA_TYPES: [Type; 9] = [
-    Type::INT8,
-    Type::TEXT,
-    Type::BOOL,
-    Type::INT8,
-    Type::INT8,
-    Type::INT4,
-    Type::INT8,
-    Type::INT2,
-    Type::TEXT,
-];
 
 fn copy_deltas(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     prefix: &str,
     rows: &[Merged<Delta>],
 ) -> Result<(), postgres::Error> {
-    copy_rows(tx, prefix, DELTA_COLUMNS, &DELTA_TYPES, rows, |w, m| {
+    copy_rows(tx, enc, prefix, DELTA_COLUMNS, 9, rows, |w, m| {
         let d = &m.row;
-        let market: &str = &d.market;
-        w.write(&[
-            &d.ts_exch_ns,
-            &market,
-            &(d.side == Side::Yes),
-            &i64::from(d.price_micros),
-            &d.delta_centi,
-            &occ_col(m.occ),
-            &d.ts_recv_ns,
-            &gatherer_col(m.gatherer),
-            &d.client_order_id.as_deref(),
-        ])
+        w.i64(d.ts_exch_ns).text(&d.market).bool(d.side == Side::Yes);
+        w.i64(i64::from(d.price_micros)).i64(d.delta_centi).i32(occ_col(m.occ));
+        w.i64(d.ts_recv_ns).i16(gatherer_col(m.gatherer));
+        w.opt_text(d.client_order_id.as_deref());
     })
 }
 
 fn copy_trades(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     prefix: &str,
     rows: &[Merged<Trade>],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         prefix,
         "trade (ts_exch_ns, trade_id, market, yes_price_micros, no_price_micros, count_centi, \
          taker_side_yes, taker_book_side_ask, is_block_trade, ts_recv_ns, gatherer)",
-        &[
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::BOOL,
-            Type::BOOL,
-            Type::BOOL,
-            Type::INT8,
-            Type::INT2,
-        ],
+        11,
         rows,
         |w, m| {
             let t = &m.row;
-            let (trade_id, market): (&str, &str) = (&t.trade_id, &t.market);
-            w.write(&[
-                &t.ts_exch_ns,
-                &trade_id,
-                &market,
-                &i64::from(t.yes_price_micros),
-                &i64::from(t.no_price_micros),
-                &t.count_centi,
-                &t.taker_side.map(|s| s == Side::Yes),
-                &t.taker_book_side.map(|s| s == BookSide::Ask),
-                &t.is_block_trade,
-                &t.ts_recv_ns,
-                &gatherer_col(m.gatherer),
-            ])
+            w.i64(t.ts_exch_ns).text(&t.trade_id).text(&t.market);
+            w.i64(i64::from(t.yes_price_micros)).i64(i64::from(t.no_price_micros));
+            w.i64(t.count_centi).opt_bool(t.taker_side.map(|s| s == Side::Yes));
+            w.opt_bool(t.taker_book_side.map(|s| s == BookSide::Ask)).opt_bool(t.is_block_trade);
+            w.i64(t.ts_recv_ns).i16(gatherer_col(m.gatherer));
         },
     )
 }
 
 fn copy_tickers(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     prefix: &str,
     rows: &[Merged<Ticker>],
 ) -> Result<(), postgres::Error> {
-    let mut types = [Type::INT8; 16];
-    types[1] = Type::TEXT;
-    types[2] = Type::INT4;
-    types[15] = Type::INT2;
     copy_rows(
         tx,
+        enc,
         prefix,
         "ticker (ts_exch_ns, market, occ, price_micros, yes_bid_micros, yes_ask_micros, \
          yes_bid_size_centi, yes_ask_size_centi, last_trade_size_centi, volume_centi, \
          open_interest_centi, dollar_volume, dollar_open_interest, clock, ts_recv_ns, gatherer)",
-        &types,
+        16,
         rows,
         |w, m| {
             let t = &m.row;
             let c = &t.content;
-            let market: &str = &t.market;
-            w.write(&[
-                &t.ts_exch_ns,
-                &market,
-                &occ_col(m.occ),
-                &c.price_micros.map(i64::from),
-                &c.yes_bid_micros.map(i64::from),
-                &c.yes_ask_micros.map(i64::from),
-                &c.yes_bid_size_centi,
-                &c.yes_ask_size_centi,
-                &c.last_trade_size_centi,
-                &c.volume_centi,
-                &c.open_interest_centi,
-                &c.dollar_volume,
-                &c.dollar_open_interest,
-                &c.clock.map(u64_bits),
-                &t.ts_recv_ns,
-                &gatherer_col(m.gatherer),
-            ])
+            w.i64(t.ts_exch_ns).text(&t.market).i32(occ_col(m.occ));
+            w.opt_i64(c.price_micros.map(i64::from)).opt_i64(c.yes_bid_micros.map(i64::from));
+            w.opt_i64(c.yes_ask_micros.map(i64::from)).opt_i64(c.yes_bid_size_centi);
+            w.opt_i64(c.yes_ask_size_centi).opt_i64(c.last_trade_size_centi);
+            w.opt_i64(c.volume_centi).opt_i64(c.open_interest_centi).opt_i64(c.dollar_volume);
+            w.opt_i64(c.dollar_open_interest).opt_i64(c.clock.map(u64_bits));
+            w.i64(t.ts_recv_ns).i16(gatherer_col(m.gatherer));
         },
     )
 }
 
 fn copy_market_lifecycles(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     prefix: &str,
     rows: &[Merged<MarketLifecycle>],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         prefix,
         "market_lifecycle (market, kind, payload_sha256, multivariate, open_ts_s, close_ts_s, \
          determination_ts_s, settled_ts_s, result, settlement_value_micros, \
          price_level_structure, payload, ts_recv_ns, gatherer)",
-        &[
-            Type::TEXT,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BOOL,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT2,
-        ],
+        14,
         rows,
         |w, m| {
             let l = &m.row;
-            let (market, kind, payload): (&str, &str, &str) = (&l.market, &l.kind, &l.payload);
-            w.write(&[
-                &market,
-                &kind,
-                &sha256(payload),
-                &l.multivariate,
-                &l.open_ts_s,
-                &l.close_ts_s,
-                &l.determination_ts_s,
-                &l.settled_ts_s,
-                &l.result.as_deref(),
-                &l.settlement_value_micros.map(i64::from),
-                &l.price_level_structure.as_deref(),
-                &payload,
-                &l.ts_recv_ns,
-                &gatherer_col(m.gatherer),
-            ])
+            w.text(&l.market).text(&l.kind).bytea(&sha256(&l.payload)).bool(l.multivariate);
+            w.opt_i64(l.open_ts_s).opt_i64(l.close_ts_s);
+            w.opt_i64(l.determination_ts_s).opt_i64(l.settled_ts_s);
+            w.opt_text(l.result.as_deref()).opt_i64(l.settlement_value_micros.map(i64::from));
+            w.opt_text(l.price_level_structure.as_deref()).text(&l.payload);
+            w.i64(l.ts_recv_ns).i16(gatherer_col(m.gatherer));
         },
     )
 }
 
 fn copy_event_lifecycles(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     prefix: &str,
     rows: &[Merged<EventLifecycle>],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         prefix,
         "event_lifecycle (event_ticker, payload_sha256, payload, ts_recv_ns, gatherer)",
-        &[Type::TEXT, Type::BYTEA, Type::TEXT, Type::INT8, Type::INT2],
+        5,
         rows,
         |w, m| {
             let e = &m.row;
-            let (event_ticker, payload): (&str, &str) = (&e.event_ticker, &e.payload);
-            w.write(&[
-                &event_ticker,
-                &sha256(payload),
-                &payload,
-                &e.ts_recv_ns,
-                &gatherer_col(m.gatherer),
-            ])
+            w.text(&e.event_ticker).bytea(&sha256(&e.payload)).text(&e.payload);
+            w.i64(e.ts_recv_ns).i16(gatherer_col(m.gatherer));
         },
     )
 }
 
 fn copy_snapshots(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     prefix: &str,
     rows: &[Kept<Snapshot>],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         prefix,
         "snapshot (gatherer, gseq, ts_recv_ns, source, conn_id, sid, seq, market, \
          yes_price_micros, yes_size_centi, no_price_micros, no_size_centi)",
-        &[
-            Type::INT2,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-        ],
+        12,
         rows,
         |w, k| {
             let s = &k.row;
@@ -883,67 +796,37 @@ fn copy_snapshots(
                 }
                 SnapshotAnchor::Rest => ("rest", None),
             };
-            let prices = |levels: &[Level]| -> Vec<i64> {
-                levels.iter().map(|l| i64::from(l.price_micros)).collect()
-            };
-            let sizes =
-                |levels: &[Level]| -> Vec<i64> { levels.iter().map(|l| l.size_centi).collect() };
-            let market: &str = &s.market;
-            let values: [&(dyn ToSql + Sync); 12] = [
-                &gatherer_col(k.gatherer),
-                &k.gseq,
-                &s.ts_recv_ns,
-                &source,
-                &position.map(|p| p.0),
-                &position.map(|p| p.1),
-                &position.map(|p| p.2),
-                &market,
-                &prices(&s.yes),
-                &sizes(&s.yes),
-                &prices(&s.no),
-                &sizes(&s.no),
-            ];
-            w.write(&values)
+            w.i16(gatherer_col(k.gatherer)).i64(k.gseq).i64(s.ts_recv_ns).text(source);
+            w.opt_i64(position.map(|p| p.0)).opt_i64(position.map(|p| p.1));
+            w.opt_i64(position.map(|p| p.2)).text(&s.market);
+            w.i64_array(s.yes.iter().map(|l: &Level| i64::from(l.price_micros)));
+            w.i64_array(s.yes.iter().map(|l| l.size_centi));
+            w.i64_array(s.no.iter().map(|l| i64::from(l.price_micros)));
+            w.i64_array(s.no.iter().map(|l| l.size_centi));
         },
     )
 }
 
 fn copy_gaps(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     prefix: &str,
     rows: &[Kept<Gap>],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         prefix,
         "gatherer_gap (gatherer, gseq, ts_recv_ns, conn_id, sid, expected_seq, got_seq, \
          ts_recv_last_good_ns, markets)",
-        &[
-            Type::INT2,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT_ARRAY,
-        ],
+        9,
         rows,
         |w, k| {
             let g = &k.row;
-            let markets: Vec<&str> = g.markets.iter().map(|m| &**m).collect();
-            w.write(&[
-                &gatherer_col(k.gatherer),
-                &k.gseq,
-                &g.ts_recv_ns,
-                &u64_bits(g.conn_id),
-                &u64_bits(g.sid),
-                &u64_bits(g.expected_seq),
-                &g.got_seq.map(u64_bits),
-                &g.ts_recv_last_good_ns,
-                &markets,
-            ])
+            w.i16(gatherer_col(k.gatherer)).i64(k.gseq).i64(g.ts_recv_ns);
+            w.i64(u64_bits(g.conn_id)).i64(u64_bits(g.sid)).i64(u64_bits(g.expected_seq));
+            w.opt_i64(g.got_seq.map(u64_bits)).opt_i64(g.ts_recv_last_good_ns);
+            w.text_array(g.markets.iter().map(|m| &**m));
         },
     )
 }

@@ -5,6 +5,7 @@
 //! [`BinSearch`]). [`testing::TestDatabase`] gives each test a database of its own.
 
 mod bindir;
+pub mod copy;
 mod embedded;
 mod error;
 pub mod migrate;

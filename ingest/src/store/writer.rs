@@ -37,14 +37,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_queue::ArrayQueue;
 use kdp_engine::event::{BookSide, Side};
+use kdp_engine::pg::copy::{BinaryCopyIn, CopyEncoder};
 use kdp_engine::pg::migrate::{self, MigrateError};
 use kdp_engine::telemetry::{CounterId, HistogramId, Recorder};
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 
 use super::limits::WriterLimits;
-use super::record::{GapKind, RawReason, Record, SnapshotSource};
+use super::record::{GapKind, Origin, RawReason, Record, SnapshotSource};
 use super::schema::{GATHERER, NOTIFY_CHANNEL};
 
 /// How to run a writer.
@@ -265,6 +264,7 @@ impl Writer {
             run_id: None,
             progress: HashMap::new(),
             progress_written: None,
+            encoder: CopyEncoder::new(),
         };
         let thread = thread::Builder::new()
             .name("kdp-writer".into())
@@ -330,6 +330,8 @@ struct Run {
     progress: HashMap<u64, (i64, i64)>,
     /// When `run_conn` was last written.
     progress_written: Option<Instant>,
+    /// The binary COPY buffer, reused by every COPY of every batch.
+    encoder: CopyEncoder,
 }
 
 /// What recording a run found.
@@ -612,7 +614,8 @@ impl Run {
         let progress =
             persist.map(|run_id| (run_id, progress_rows(&self.progress, &batch_progress)));
         let Some(client) = self.client.as_mut() else { return false };
-        match write_batch(client, batch, progress.as_ref().map(|(id, rows)| (*id, &rows[..]))) {
+        let progress = progress.as_ref().map(|(id, rows)| (*id, &rows[..]));
+        match write_batch(client, &mut self.encoder, batch, progress) {
             Ok(()) => {
                 let last = batch[rows - 1].0;
                 self.progress.extend(batch_progress);
@@ -756,6 +759,7 @@ fn describe(error: &postgres::Error) -> String {
 /// when given, notify, commit.
 fn write_batch(
     client: &mut Client,
+    encoder: &mut CopyEncoder,
     batch: &[(i64, Record)],
     progress: Option<(i64, &[ProgressRow])>,
 ) -> Result<(), postgres::Error> {
@@ -764,14 +768,14 @@ fn write_batch(
     };
     debug_assert!(batch.windows(2).all(|w| w[1].0 == w[0].0 + 1), "gseqs not contiguous");
     let mut tx = client.transaction()?;
-    copy_deltas(&mut tx, batch)?;
-    copy_trades(&mut tx, batch)?;
-    copy_tickers(&mut tx, batch)?;
-    copy_snapshots(&mut tx, batch)?;
-    copy_market_lifecycles(&mut tx, batch)?;
-    copy_event_lifecycles(&mut tx, batch)?;
-    copy_gaps(&mut tx, batch)?;
-    copy_raw_frames(&mut tx, batch)?;
+    copy_deltas(&mut tx, encoder, batch)?;
+    copy_trades(&mut tx, encoder, batch)?;
+    copy_tickers(&mut tx, encoder, batch)?;
+    copy_snapshots(&mut tx, encoder, batch)?;
+    copy_market_lifecycles(&mut tx, encoder, batch)?;
+    copy_event_lifecycles(&mut tx, encoder, batch)?;
+    copy_gaps(&mut tx, encoder, batch)?;
+    copy_raw_frames(&mut tx, encoder, batch)?;
     let rows = i32::try_from(batch.len()).unwrap_or(i32::MAX);
     tx.execute(
         "INSERT INTO batch (last_gseq, first_gseq, rows) VALUES ($1, $2, $3)",
@@ -793,178 +797,124 @@ fn side_yes(side: Side) -> bool {
     side == Side::Yes
 }
 
-/// Runs one binary COPY of the rows `pick` selects, if there are any.
+/// Runs one binary COPY of the rows `pick` selects, if there are any, encoding each row of
+/// `fields` fields with `row` into `encoder` (reused across COPYs and batches).
 fn copy_rows<T: ?Sized>(
     tx: &mut Transaction<'_>,
+    encoder: &mut CopyEncoder,
     statement: &str,
-    types: &[Type],
+    fields: i16,
     batch: &[(i64, Record)],
     pick: impl Fn(&Record) -> Option<&T>,
-    mut row: impl FnMut(&mut BinaryCopyInWriter<'_>, i64, &T) -> Result<(), postgres::Error>,
+    mut row: impl FnMut(&mut CopyEncoder, i64, &T),
 ) -> Result<(), postgres::Error> {
     if !batch.iter().any(|(_, r)| pick(r).is_some()) {
         return Ok(());
     }
-    let sink = tx.copy_in(statement)?;
-    let mut writer = BinaryCopyInWriter::new(sink, types);
+    let mut copy = BinaryCopyIn::new(tx.copy_in(statement)?, encoder);
     for (gseq, record) in batch {
         if let Some(value) = pick(record) {
-            row(&mut writer, *gseq, value)?;
+            row(copy.row(fields)?, *gseq, value);
         }
     }
-    writer.finish()?;
+    copy.finish()?;
     Ok(())
 }
 
-fn copy_deltas(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+/// The origin columns every WebSocket table starts with after gseq: ts_recv_ns, conn_id, sid,
+/// seq.
+fn origin_fields(w: &mut CopyEncoder, o: &Origin) {
+    w.i64(o.ts_recv_ns).i64(u64_bits(o.conn_id)).opt_i64(o.sid.map(u64_bits));
+    w.opt_i64(o.seq.map(u64_bits));
+}
+
+fn copy_deltas(
+    tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY delta (gseq, ts_recv_ns, conn_id, sid, seq, market, side_yes, price_micros, \
          delta_centi, ts_exch_ns, client_order_id) FROM STDIN (FORMAT binary)",
-        &[
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::BOOL,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-        ],
+        11,
         batch,
         |r| if let Record::Delta(d) = r { Some(d) } else { None },
         |w, gseq, d| {
-            let o = &d.origin;
-            let market: &str = &d.market;
-            let client_order_id = d.client_order_id.as_deref();
-            w.write(&[
-                &gseq,
-                &o.ts_recv_ns,
-                &u64_bits(o.conn_id),
-                &o.sid.map(u64_bits),
-                &o.seq.map(u64_bits),
-                &market,
-                &side_yes(d.side),
-                &i64::from(d.price_micros),
-                &d.delta_centi,
-                &d.ts_exch_ns,
-                &client_order_id,
-            ])
+            w.i64(gseq);
+            origin_fields(w, &d.origin);
+            w.text(&d.market).bool(side_yes(d.side)).i64(i64::from(d.price_micros));
+            w.i64(d.delta_centi).i64(d.ts_exch_ns).opt_text(d.client_order_id.as_deref());
         },
     )
 }
 
-fn copy_trades(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+fn copy_trades(
+    tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY trade (gseq, ts_recv_ns, conn_id, sid, seq, trade_id, market, yes_price_micros, \
          no_price_micros, count_centi, taker_side_yes, taker_book_side_ask, is_block_trade, \
          ts_exch_ns) FROM STDIN (FORMAT binary)",
-        &[
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::BOOL,
-            Type::BOOL,
-            Type::BOOL,
-            Type::INT8,
-        ],
+        14,
         batch,
         |r| if let Record::Trade(t) = r { Some(t) } else { None },
         |w, gseq, t| {
-            let o = &t.origin;
-            let trade_id: &str = &t.trade_id;
-            let market: &str = &t.market;
-            w.write(&[
-                &gseq,
-                &o.ts_recv_ns,
-                &u64_bits(o.conn_id),
-                &o.sid.map(u64_bits),
-                &o.seq.map(u64_bits),
-                &trade_id,
-                &market,
-                &i64::from(t.yes_price_micros),
-                &i64::from(t.no_price_micros),
-                &t.count_centi,
-                &t.taker_side.map(side_yes),
-                &t.taker_book_side.map(|s| s == BookSide::Ask),
-                &t.is_block_trade,
-                &t.ts_exch_ns,
-            ])
+            w.i64(gseq);
+            origin_fields(w, &t.origin);
+            w.text(&t.trade_id).text(&t.market);
+            w.i64(i64::from(t.yes_price_micros)).i64(i64::from(t.no_price_micros));
+            w.i64(t.count_centi).opt_bool(t.taker_side.map(side_yes));
+            w.opt_bool(t.taker_book_side.map(|s| s == BookSide::Ask)).opt_bool(t.is_block_trade);
+            w.i64(t.ts_exch_ns);
         },
     )
 }
 
-fn copy_tickers(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
-    let mut types = vec![Type::INT8; 18];
-    types[5] = Type::TEXT;
+fn copy_tickers(
+    tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY ticker (gseq, ts_recv_ns, conn_id, sid, seq, market, price_micros, yes_bid_micros, \
          yes_ask_micros, yes_bid_size_centi, yes_ask_size_centi, last_trade_size_centi, \
          volume_centi, open_interest_centi, dollar_volume, dollar_open_interest, clock, \
          ts_exch_ns) FROM STDIN (FORMAT binary)",
-        &types,
+        18,
         batch,
         |r| if let Record::Ticker(t) = r { Some(&**t) } else { None },
         |w, gseq, t| {
-            let o = &t.origin;
-            let market: &str = &t.market;
-            w.write(&[
-                &gseq,
-                &o.ts_recv_ns,
-                &u64_bits(o.conn_id),
-                &o.sid.map(u64_bits),
-                &o.seq.map(u64_bits),
-                &market,
-                &t.price_micros.map(i64::from),
-                &t.yes_bid_micros.map(i64::from),
-                &t.yes_ask_micros.map(i64::from),
-                &t.yes_bid_size_centi,
-                &t.yes_ask_size_centi,
-                &t.last_trade_size_centi,
-                &t.volume_centi,
-                &t.open_interest_centi,
-                &t.dollar_volume,
-                &t.dollar_open_interest,
-                &t.clock.map(u64_bits),
-                &t.ts_exch_ns,
-            ])
+            w.i64(gseq);
+            origin_fields(w, &t.origin);
+            w.text(&t.market).opt_i64(t.price_micros.map(i64::from));
+            w.opt_i64(t.yes_bid_micros.map(i64::from)).opt_i64(t.yes_ask_micros.map(i64::from));
+            w.opt_i64(t.yes_bid_size_centi).opt_i64(t.yes_ask_size_centi);
+            w.opt_i64(t.last_trade_size_centi).opt_i64(t.volume_centi);
+            w.opt_i64(t.open_interest_centi).opt_i64(t.dollar_volume);
+            w.opt_i64(t.dollar_open_interest).opt_i64(t.clock.map(u64_bits)).i64(t.ts_exch_ns);
         },
     )
 }
 
 fn copy_snapshots(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     batch: &[(i64, Record)],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY snapshot (gseq, ts_recv_ns, source, conn_id, sid, seq, market, yes_price_micros, \
          yes_size_centi, no_price_micros, no_size_centi) FROM STDIN (FORMAT binary)",
-        &[
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-        ],
+        11,
         batch,
         |r| if let Record::Snapshot(s) = r { Some(&**s) } else { None },
         |w, gseq, s| {
@@ -972,160 +922,99 @@ fn copy_snapshots(
                 SnapshotSource::Ws(origin) => ("ws", Some(origin)),
                 SnapshotSource::Rest { .. } => ("rest", None),
             };
-            let market: &str = &s.market;
-            let prices = |levels: &[kdp_engine::event::Level]| -> Vec<i64> {
-                levels.iter().map(|l| i64::from(l.price_micros)).collect()
-            };
-            let sizes = |levels: &[kdp_engine::event::Level]| -> Vec<i64> {
-                levels.iter().map(|l| l.size_centi).collect()
-            };
-            w.write(&[
-                &gseq,
-                &s.source.ts_recv_ns(),
-                &source,
-                &origin.map(|o| u64_bits(o.conn_id)),
-                &origin.and_then(|o| o.sid).map(u64_bits),
-                &origin.and_then(|o| o.seq).map(u64_bits),
-                &market,
-                &prices(&s.yes),
-                &sizes(&s.yes),
-                &prices(&s.no),
-                &sizes(&s.no),
-            ])
+            w.i64(gseq).i64(s.source.ts_recv_ns()).text(source);
+            w.opt_i64(origin.map(|o| u64_bits(o.conn_id)));
+            w.opt_i64(origin.and_then(|o| o.sid).map(u64_bits));
+            w.opt_i64(origin.and_then(|o| o.seq).map(u64_bits));
+            w.text(&s.market);
+            w.i64_array(s.yes.iter().map(|l| i64::from(l.price_micros)));
+            w.i64_array(s.yes.iter().map(|l| l.size_centi));
+            w.i64_array(s.no.iter().map(|l| i64::from(l.price_micros)));
+            w.i64_array(s.no.iter().map(|l| l.size_centi));
         },
     )
 }
 
 fn copy_market_lifecycles(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     batch: &[(i64, Record)],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY market_lifecycle (gseq, ts_recv_ns, conn_id, sid, seq, market, kind, multivariate, \
          open_ts_s, close_ts_s, determination_ts_s, settled_ts_s, result, \
          settlement_value_micros, price_level_structure, payload) FROM STDIN (FORMAT binary)",
-        &[
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::BOOL,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-        ],
+        16,
         batch,
         |r| if let Record::MarketLifecycle(m) = r { Some(&**m) } else { None },
         |w, gseq, m| {
-            let o = &m.origin;
-            let market: &str = &m.market;
-            let kind: &str = &m.kind;
-            let result = m.result.as_deref();
-            let structure = m.price_level_structure.as_deref();
-            let payload: &str = &m.payload;
-            w.write(&[
-                &gseq,
-                &o.ts_recv_ns,
-                &u64_bits(o.conn_id),
-                &o.sid.map(u64_bits),
-                &o.seq.map(u64_bits),
-                &market,
-                &kind,
-                &m.multivariate,
-                &m.open_ts_s,
-                &m.close_ts_s,
-                &m.determination_ts_s,
-                &m.settled_ts_s,
-                &result,
-                &m.settlement_value_micros.map(i64::from),
-                &structure,
-                &payload,
-            ])
+            w.i64(gseq);
+            origin_fields(w, &m.origin);
+            w.text(&m.market).text(&m.kind).bool(m.multivariate);
+            w.opt_i64(m.open_ts_s).opt_i64(m.close_ts_s);
+            w.opt_i64(m.determination_ts_s).opt_i64(m.settled_ts_s);
+            w.opt_text(m.result.as_deref()).opt_i64(m.settlement_value_micros.map(i64::from));
+            w.opt_text(m.price_level_structure.as_deref()).text(&m.payload);
         },
     )
 }
 
 fn copy_event_lifecycles(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     batch: &[(i64, Record)],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY event_lifecycle (gseq, ts_recv_ns, conn_id, sid, seq, event_ticker, payload) \
          FROM STDIN (FORMAT binary)",
-        &[Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT],
+        7,
         batch,
         |r| if let Record::EventLifecycle(e) = r { Some(&**e) } else { None },
         |w, gseq, e| {
-            let o = &e.origin;
-            let event_ticker: &str = &e.event_ticker;
-            let payload: &str = &e.payload;
-            w.write(&[
-                &gseq,
-                &o.ts_recv_ns,
-                &u64_bits(o.conn_id),
-                &o.sid.map(u64_bits),
-                &o.seq.map(u64_bits),
-                &event_ticker,
-                &payload,
-            ])
+            w.i64(gseq);
+            origin_fields(w, &e.origin);
+            w.text(&e.event_ticker).text(&e.payload);
         },
     )
 }
 
-fn copy_gaps(tx: &mut Transaction<'_>, batch: &[(i64, Record)]) -> Result<(), postgres::Error> {
+fn copy_gaps(
+    tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
+    batch: &[(i64, Record)],
+) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY gap (gseq, ts_recv_ns, conn_id, sid, expected_seq, got_seq, \
          ts_recv_last_good_ns, markets, kind) FROM STDIN (FORMAT binary)",
-        &[
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT_ARRAY,
-            Type::TEXT,
-        ],
+        9,
         batch,
         |r| if let Record::Gap(g) = r { Some(&**g) } else { None },
         |w, gseq, g| {
-            let markets: Vec<&str> = g.markets.iter().map(|m| &**m).collect();
-            w.write(&[
-                &gseq,
-                &g.ts_recv_ns,
-                &u64_bits(g.conn_id),
-                &u64_bits(g.sid),
-                &u64_bits(g.expected_seq),
-                &g.got_seq.map(u64_bits),
-                &g.ts_recv_last_good_ns,
-                &markets,
-                &g.kind().as_str(),
-            ])
+            w.i64(gseq).i64(g.ts_recv_ns).i64(u64_bits(g.conn_id)).i64(u64_bits(g.sid));
+            w.i64(u64_bits(g.expected_seq)).opt_i64(g.got_seq.map(u64_bits));
+            w.opt_i64(g.ts_recv_last_good_ns).text_array(g.markets.iter().map(|m| &**m));
+            w.text(g.kind().as_str());
         },
     )
 }
 
 fn copy_raw_frames(
     tx: &mut Transaction<'_>,
+    enc: &mut CopyEncoder,
     batch: &[(i64, Record)],
 ) -> Result<(), postgres::Error> {
     copy_rows(
         tx,
+        enc,
         "COPY raw_frame (gseq, ts_recv_ns, conn_id, malformed, reason, frame) \
          FROM STDIN (FORMAT binary)",
-        &[Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::TEXT, Type::BYTEA],
+        6,
         batch,
         |r| if let Record::Raw(f) = r { Some(&**f) } else { None },
         |w, gseq, f| {
@@ -1133,10 +1022,8 @@ fn copy_raw_frames(
                 RawReason::Unknown(kind) => (false, kind),
                 RawReason::Malformed(error) => (true, error),
             };
-            let frame: &[u8] = &f.frame;
-            let values: [&(dyn ToSql + Sync); 6] =
-                [&gseq, &f.ts_recv_ns, &u64_bits(f.conn_id), &malformed, &reason, &frame];
-            w.write(&values)
+            w.i64(gseq).i64(f.ts_recv_ns).i64(u64_bits(f.conn_id)).bool(malformed);
+            w.text(reason).bytea(&f.frame);
         },
     )
 }
