@@ -7,37 +7,23 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod gatherer_support;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use gatherer_support::{Sim, wait_for};
 use kdp_engine::pg::testing::TestDatabase;
 use kdp_engine::telemetry::interval_log::{self, LogContents};
 use kdp_ingest::gatherer::telemetry::EVENT_TYPES;
 use kdp_ingest::gatherer::{Gatherer, GathererConfig};
 use kdp_sim::market::MarketConfig;
 use kdp_sim::market::model::MarketStatus;
-use kdp_sim::transport::auth::generate_demo_key;
-use kdp_sim::transport::hub::Clock;
-use kdp_sim::transport::{SimConfig, Simulator};
 
-/// Longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(30);
-/// Poll interval of the waits.
-const POLL: Duration = Duration::from_millis(20);
-const KEY_ID: &str = "gatherer-telemetry-ed25519";
 const MARKETS: usize = 12;
 const SEED: u64 = 0x7465_6c65_6d65_7472;
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
 
 /// `GET path` over a fresh connection: (status, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -113,26 +99,13 @@ fn log_counts(logs: &[LogContents]) -> std::collections::BTreeMap<String, (u64, 
 
 #[test]
 fn metrics_and_health_match_the_database_while_running() {
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let demo = generate_demo_key().unwrap();
-    let key_path: PathBuf = dir.path().join("gatherer-key.pem");
-    let mut key = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_path)
-        .unwrap();
-    key.write_all(demo.private_pkcs8_pem.as_bytes()).unwrap();
+    // The simulator without a truth file; the interval log goes in `dir`.
     let market = MarketConfig { seed: SEED, markets: 40, ..MarketConfig::default() };
-    let mut cfg = SimConfig::new(market, dir.path().join("sim-cert.pem"));
-    cfg.clock = Clock::Manual;
-    cfg.rest_addr = None;
-    cfg.keys.insert_pem(KEY_ID, &demo.public_spki_pem).unwrap();
-    let sim = rt.block_on(Simulator::start(cfg)).unwrap();
-    let markets: Vec<String> = rt
-        .block_on(sim.hub().query(|ex| {
+    let sim = Sim::start_configured(market, false, |cfg| cfg.truth_path = None);
+    let dir = tempfile::tempdir().unwrap();
+    let markets: Vec<String> = sim
+        .rt
+        .block_on(sim.handle.hub().query(|ex| {
             ex.markets()
                 .iter()
                 .filter(|m| m.status == MarketStatus::Active)
@@ -145,22 +118,9 @@ fn metrics_and_health_match_the_database_while_running() {
 
     let db = TestDatabase::new().unwrap();
     let text = format!(
-        r#"
-        ws_url = "wss://localhost:{port}/trade-api/ws/v2"
-        key_id = "{KEY_ID}"
-        private_key_path = {key:?}
-        ca_cert_path = {ca:?}
-        database_url = {url:?}
-        shard_count = 2
-        markets_per_connection = 4
-        markets_per_subscription = 2
-        metrics_addr = "127.0.0.1:0"
-        histogram_log = {log:?}
-        "#,
-        port = sim.wss_addr().unwrap().port(),
-        key = key_path.display().to_string(),
-        ca = sim.cert_pem_path().display().to_string(),
-        url = db.url(),
+        "{}shard_count = 2\nmarkets_per_connection = 4\nmarkets_per_subscription = 2\n\
+         metrics_addr = \"127.0.0.1:0\"\nhistogram_log = {log:?}\n",
+        sim.gatherer_toml_head(&db),
         log = dir.path().join("gatherer-telemetry").display().to_string(),
     );
     let mut config = GathererConfig::from_toml(&text).unwrap();
@@ -177,7 +137,7 @@ fn metrics_and_health_match_the_database_while_running() {
             && stats.shards.iter().map(|s| s.connects).sum::<u64>() == connections as u64
     });
     for _ in 0..5 {
-        rt.block_on(sim.hub().advance(500)).unwrap();
+        sim.advance(500);
     }
     // Quiet: the shards handed over everything they read and the writer committed it.
     let mut client = db.connect().unwrap();
@@ -285,5 +245,6 @@ fn metrics_and_health_match_the_database_while_running() {
     assert_eq!(counts["kdp_exch_to_recv_us"].0, rows[0] + rows[1] + rows[2]);
     assert_eq!(counts["kdp_writer_batch_rows"].0, stats.writer.batches_committed);
     println!("interval log: {counts:?} in {:?}", log_files(dir.path()));
-    rt.block_on(sim.shutdown());
+    let Sim { rt, handle, .. } = sim;
+    rt.block_on(handle.shutdown());
 }

@@ -30,6 +30,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub const POLL: Duration = Duration::from_millis(10);
 pub const KEY_ID: &str = "gatherer-test-ed25519";
 pub const MARKETS: usize = 20;
+/// The test gatherers' shards and connections: 20 markets make at least 4 connections.
+const LAYOUT: &str = "shard_count = 2\nmarkets_per_connection = 6\nmarkets_per_subscription = 4\n";
 
 pub struct Sim {
     pub rt: tokio::runtime::Runtime,
@@ -103,28 +105,29 @@ impl Sim {
             .unwrap()
     }
 
+    /// The TOML lines every test gatherer on this simulator starts with: the simulator's wss
+    /// URL and certificate, the key it knows, and `db`.
+    pub fn gatherer_toml_head(&self, db: &TestDatabase) -> String {
+        let port = self.handle.wss_addr().unwrap().port();
+        format!(
+            "ws_url = \"wss://localhost:{port}/trade-api/ws/v2\"\n\
+             key_id = \"{KEY_ID}\"\n\
+             private_key_path = {key:?}\n\
+             ca_cert_path = {ca:?}\n\
+             database_url = {url:?}\n",
+            key = self.key_path.display().to_string(),
+            ca = self.handle.cert_pem_path().display().to_string(),
+            url = db.url(),
+        )
+    }
+
     pub fn gatherer_config(
         &self,
         db: &TestDatabase,
         markets: Vec<String>,
         channels: &[&str],
     ) -> GathererConfig {
-        let port = self.handle.wss_addr().unwrap().port();
-        let text = format!(
-            r#"
-            ws_url = "wss://localhost:{port}/trade-api/ws/v2"
-            key_id = "{KEY_ID}"
-            private_key_path = {key:?}
-            ca_cert_path = {ca:?}
-            database_url = {url:?}
-            shard_count = 2
-            markets_per_connection = 6
-            markets_per_subscription = 4
-            "#,
-            key = self.key_path.display().to_string(),
-            ca = self.handle.cert_pem_path().display().to_string(),
-            url = db.url(),
-        );
+        let text = format!("{}{LAYOUT}", self.gatherer_toml_head(db));
         let mut config = GathererConfig::from_toml(&text).unwrap();
         config.markets = markets;
         config.channels = channels.iter().map(|c| (*c).to_owned()).collect();
@@ -139,22 +142,9 @@ impl Sim {
         markets: &[String],
         channels: &[&str],
     ) -> String {
-        let port = self.handle.wss_addr().unwrap().port();
         format!(
-            "ws_url = \"wss://localhost:{port}/trade-api/ws/v2\"\n\
-             key_id = \"{KEY_ID}\"\n\
-             private_key_path = {key:?}\n\
-             ca_cert_path = {ca:?}\n\
-             database_url = {url:?}\n\
-             shard_count = 2\n\
-             markets_per_connection = 6\n\
-             markets_per_subscription = 4\n\
-             metrics_addr = \"off\"\n\
-             markets = {markets:?}\n\
-             channels = {channels:?}\n",
-            key = self.key_path.display().to_string(),
-            ca = self.handle.cert_pem_path().display().to_string(),
-            url = db.url(),
+            "{}{LAYOUT}metrics_addr = \"off\"\nmarkets = {markets:?}\nchannels = {channels:?}\n",
+            self.gatherer_toml_head(db)
         )
     }
 
