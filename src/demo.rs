@@ -3,8 +3,9 @@
 //! - **PostgreSQL**: one embedded cluster (`engine::pg`, durable) in `--dir`/pg, created on the
 //!   first run and started again on the next; the demo databases (`gatherer_a`, `gatherer_b`,
 //!   `gatherer_c`, `production`) are dropped and created afresh each run (the banner says so).
-//!   As root the server runs as the `postgres` user, so every parent of `--dir` must be
-//!   traversable by it; the engine checks that and the error names the directory and the fix.
+//!   As root the server runs as the `postgres` user, which must pass through every parent of
+//!   `--dir`; when it cannot (the engine's check names the blocking directory), the cluster lives
+//!   in `/var/tmp/kdp-demo-<hash of --dir>/pg` instead, said on stderr and reused next time.
 //! - **The simulator** in this process on its real-time clock: `--markets` markets at `--rate`
 //!   events/s, a generated Ed25519 key registered (the gatherers sign their wss handshake with
 //!   it), light random faults on every connection (`--faults light`: dropped and duplicated
@@ -39,7 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use kdp_engine::pg::EmbeddedPostgres;
+use kdp_engine::pg::{EmbeddedPostgres, PgError};
+use kdp_ingest::gatherer::shard::fnv1a64;
 use kdp_sim::market::MarketConfig;
 use kdp_sim::transport::auth::generate_demo_key;
 use kdp_sim::transport::faults::FaultConfig;
@@ -174,10 +176,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     watch_signals(&sim_rt, Arc::clone(&stop))?;
 
     // PostgreSQL.
-    let pg_root = dir.join("pg");
-    let reused = pg_root.join("data").join("PG_VERSION").is_file();
-    let pg = EmbeddedPostgres::persistent(&pg_root)
-        .map_err(|e| format!("kdp demo: PostgreSQL in {}: {e}", pg_root.display()))?;
+    let (pg_root, reused, pg) = start_cluster(&dir)?;
     note(&format!(
         "kdp demo: PostgreSQL {} in {} (port {}); databases {} dropped and created afresh (the \
          cluster is kept)",
@@ -288,7 +287,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         examples: VERIFY_EXAMPLES,
     };
     let verified = crate::verify(&verify_args, &mut out);
-    write_query_help(&mut out, &pg, &dir, args.keep_running).map_err(write)?;
+    write_query_help(&mut out, &pg, args.keep_running).map_err(write)?;
     drop(out);
     if args.keep_running {
         stop.store(false, Ordering::Release);
@@ -304,6 +303,45 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
 
 fn database_names() -> Vec<String> {
     GATHERERS.iter().map(|g| format!("gatherer_{g}")).chain([PRODUCTION_DB.to_owned()]).collect()
+}
+
+/// Where the demo's cluster lives when `DIR/pg` cannot: as root the server runs as `postgres`,
+/// which cannot pass through a 0700 parent such as root's home (a fresh clone under `/root`).
+/// One directory per `--dir` (named by a hash of its path), so the next run finds it again.
+const FALLBACK_CLUSTER_PARENT: &str = "/var/tmp";
+
+/// Starts (or creates) the demo's cluster in `DIR/pg`, or, when the `postgres` user cannot reach
+/// `DIR`, in `/var/tmp/kdp-demo-<hash of DIR>/pg` (said on stderr). Returns its root, whether it
+/// existed, and the running server.
+fn start_cluster(dir: &Path) -> Result<(PathBuf, bool, EmbeddedPostgres), String> {
+    let start = |root: PathBuf| {
+        let reused = root.join("data").join("PG_VERSION").is_file();
+        EmbeddedPostgres::persistent(&root).map(|pg| (root, reused, pg))
+    };
+    let fail = |root: &Path, e: PgError| format!("kdp demo: PostgreSQL in {}: {e}", root.display());
+    let pg_root = dir.join("pg");
+    match start(pg_root.clone()) {
+        Ok(started) => Ok(started),
+        Err(PgError::DirNotTraversable { blocked, mode, .. }) => {
+            let hash = fnv1a64(dir.as_os_str().as_encoded_bytes());
+            let parent = Path::new(FALLBACK_CLUSTER_PARENT).join(format!("kdp-demo-{hash:016x}"));
+            note(&format!(
+                "kdp demo: the postgres user cannot reach {} ({} has mode {mode:o}); the cluster \
+                 lives in {} instead (kept for the next run with this --dir)",
+                pg_root.display(),
+                blocked.display(),
+                parent.join("pg").display()
+            ));
+            std::fs::create_dir_all(&parent)
+                .and_then(|()| {
+                    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|e| format!("kdp demo: cannot create {}: {e}", parent.display()))?;
+            let root = parent.join("pg");
+            start(root.clone()).map_err(|e| fail(&root, e))
+        }
+        Err(e) => Err(fail(&pg_root, e)),
+    }
 }
 
 /// Creates `dir` (traversable: as root the `postgres` user must pass through it to `pg/`) and
@@ -919,7 +957,6 @@ fn catch_up(dedup: &kdp_dedup::service::DedupHandle, pg: &EmbeddedPostgres) -> R
 fn write_query_help(
     out: &mut impl Write,
     pg: &EmbeddedPostgres,
-    dir: &Path,
     keep_running: bool,
 ) -> std::io::Result<()> {
     let url = pg.url(PRODUCTION_DB);
@@ -943,7 +980,7 @@ fn write_query_help(
             out,
             "PostgreSQL stops with the demo: add --keep-running to query it afterwards; the \
              cluster in {} is reused by the next run.",
-            dir.join("pg").display()
+            pg.root().display()
         )?;
     }
     out.flush()
