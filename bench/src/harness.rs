@@ -1,14 +1,25 @@
 //! Pieces shared by the load harnesses (`src/bin/load.rs`: simulator → gatherer;
 //! `src/bin/e2e.rs`: simulator → three gatherers → dedup → production): CPU accounting from
 //! `/proc`, exact quantiles, integer formatting, the `/metrics` scrape, duration arguments and
-//! key files. Integer arithmetic only.
+//! key files; and the setup both run: logging, the PostgreSQL cluster, the simulator with its
+//! key and clock offset, the gatherer's TOML, the once-a-second sampling and the `LISTEN`
+//! thread that notes commit times. Integer arithmetic only.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kdp_engine::pg::EmbeddedPostgres;
+use kdp_sim::market::MarketConfig;
+use kdp_sim::transport::auth::generate_demo_key;
+use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
+use postgres::fallible_iterator::FallibleIterator as _;
 
 /// `/proc` CPU times are in USER_HZ ticks, 100 per second on every Linux ABI.
 pub const USER_HZ: u64 = 100;
@@ -225,6 +236,212 @@ pub fn write_key(dir: &Path, name: &str, pem: &str) -> PathBuf {
         .expect("key file");
     f.write_all(pem.as_bytes()).expect("write key");
     path
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+/// Logs to stderr, `RUST_LOG` or `warn`.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The harnesses' PostgreSQL durability (`--pg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgMode {
+    /// fsync on, synchronous_commit on: a real database.
+    Durable,
+    /// fsync, synchronous_commit and full_page_writes off (the test clusters).
+    Ephemeral,
+}
+
+/// Starts the cluster (durable ones in `dir/pg`) and creates `databases` in it.
+pub fn start_postgres(mode: PgMode, dir: &Path, databases: &[String]) -> EmbeddedPostgres {
+    let pg = match mode {
+        PgMode::Durable => EmbeddedPostgres::persistent(dir.join("pg")),
+        PgMode::Ephemeral => EmbeddedPostgres::ephemeral(),
+    }
+    .expect("PostgreSQL starts (install the server package if it is missing)");
+    let mut admin = pg.config("postgres").connect(postgres::NoTls).expect("admin connection");
+    for db in databases {
+        admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create database");
+    }
+    pg
+}
+
+/// The simulator of a harness, on its own runtime (`sim-rt` threads).
+#[derive(Debug)]
+pub struct BenchSim {
+    pub rt: tokio::runtime::Runtime,
+    pub handle: SimHandle,
+    /// The gatherers' private key (the simulator knows its public half as `key_id`).
+    pub key_path: PathBuf,
+    /// Wall clock minus exchange clock, measured once inside the hub.
+    pub exch_offset_ns: i64,
+    /// The initial catalog's tickers.
+    pub tickers: Vec<String>,
+}
+
+/// The simulator: `markets` markets at `rate` events/s from the wall clock's now, `threads`
+/// runtime threads, without REST and control endpoints, accepting a fresh demo key as `key_id`
+/// (its private half written to `dir`); `adjust` applies last (listeners, clock).
+pub fn start_sim(
+    dir: &Path,
+    key_id: &str,
+    threads: usize,
+    market: MarketConfig,
+    adjust: impl FnOnce(&mut SimConfig),
+) -> BenchSim {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("sim-rt")
+        .enable_all()
+        .build()
+        .expect("simulator runtime");
+    let demo = generate_demo_key().expect("demo key");
+    let key_path = write_key(dir, "gatherer-key.pem", &demo.private_pkcs8_pem);
+    let market =
+        MarketConfig { start_ts_ns: i64::try_from(wall_ns()).unwrap_or(i64::MAX), ..market };
+    let mut cfg = SimConfig::new(market, dir.join("sim-cert.pem"));
+    cfg.rest_addr = None;
+    cfg.control_addr = None;
+    cfg.keys.insert_pem(key_id, &demo.public_spki_pem).expect("public key");
+    adjust(&mut cfg);
+    let handle = rt.block_on(Simulator::start(cfg)).expect("simulator starts");
+    // The exchange clock starts at the wall clock when the hub starts running, a little after
+    // `start_ts_ns` was taken: measure the difference once, both clocks read inside the hub
+    // task at the same moment.
+    let ((exch_now, wall_now), _) =
+        rt.block_on(handle.hub().query_at(|ex, _| (ex.now_ns(), wall_ns()))).expect("hub answers");
+    let exch_offset_ns = i64::try_from(wall_now).unwrap_or(i64::MAX) - exch_now;
+    let tickers = rt
+        .block_on(handle.hub().query(|ex| ex.markets().iter().map(|m| m.ticker.clone()).collect()))
+        .expect("catalog");
+    BenchSim { rt, handle, key_path, exch_offset_ns, tickers }
+}
+
+/// A gatherer's TOML on the simulator at `ws_url` (`ca`: its certificate, for wss), signing as
+/// `key_id`, writing `database_url`; `extra` lines last (shards, telemetry).
+pub fn gatherer_toml(
+    ws_url: &str,
+    key_id: &str,
+    key_path: &Path,
+    ca: Option<&Path>,
+    database_url: &str,
+    extra: &str,
+) -> String {
+    let ca =
+        ca.map_or(String::new(), |p| format!("ca_cert_path = {:?}\n", p.display().to_string()));
+    format!(
+        "ws_url = {ws_url:?}\nkey_id = {key_id:?}\nprivate_key_path = {key:?}\n{ca}\
+         database_url = {database_url:?}\n{extra}",
+        key = key_path.display().to_string(),
+    )
+}
+
+/// Samples once a second (the last wait cut to `end`) until `end`, passing every pair of
+/// consecutive samples to `progress`; returns the last sample.
+pub fn sample_until<S>(
+    end: Instant,
+    mut last: S,
+    mut sample: impl FnMut() -> S,
+    mut progress: impl FnMut(&S, &S),
+) -> S {
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(1).min(end - Instant::now()));
+        let now = sample();
+        progress(&last, &now);
+        last = now;
+    }
+    last
+}
+
+/// What every sample of a harness reads of this process: when, the CPU of each of its threads
+/// and the CPU of the PostgreSQL processes (its descendants).
+#[derive(Debug, Clone)]
+pub struct ProcessSample {
+    pub at: Instant,
+    pub threads: ThreadCpu,
+    pub pg_ms: u64,
+}
+
+impl ProcessSample {
+    pub fn now() -> ProcessSample {
+        ProcessSample { at: Instant::now(), threads: thread_cpu(), pg_ms: descendants_cpu_ms() }
+    }
+
+    /// Milliseconds from this sample to `later`, at least 1.
+    pub fn elapsed_ms(&self, later: &ProcessSample) -> u64 {
+        u64::try_from((later.at - self.at).as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// CPU ms per thread group from this sample to `later` ([`cpu_between`]), the last group
+    /// being PostgreSQL's processes, plus per thread name.
+    pub fn cpu_between<const N: usize>(
+        &self,
+        later: &ProcessSample,
+        group_of: impl Fn(&str) -> usize,
+    ) -> ([u64; N], Vec<(String, u64)>) {
+        let (mut groups, names) = cpu_between::<N>(&self.threads, &later.threads, group_of);
+        if let Some(pg) = groups.last_mut() {
+            *pg = later.pg_ms.saturating_sub(self.pg_ms);
+        }
+        (groups, names)
+    }
+}
+
+/// The simulator hub's last exchange position (events produced so far).
+pub fn produced(rt: &tokio::runtime::Runtime, sim: &SimHandle) -> u64 {
+    rt.block_on(sim.hub().query_at(|_, _| ())).map_or(0, |((), seq)| seq)
+}
+
+/// How often a [`Listener`] looks at its stop flag.
+pub const LISTEN_POLL: Duration = Duration::from_millis(50);
+
+/// `LISTEN channel` on a connection of its own, in a thread of its own: every notification's
+/// payload with the wall ns it arrived at.
+#[derive(Debug)]
+pub struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<(String, u64)>>,
+}
+
+impl Listener {
+    pub fn start(url: &str, channel: &str, thread_name: &str) -> Listener {
+        let mut client =
+            postgres::Client::connect(url, postgres::NoTls).expect("LISTEN connection");
+        client.batch_execute(&format!("LISTEN {channel}")).expect("LISTEN");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(thread_name.into())
+            .spawn(move || {
+                let mut seen = Vec::new();
+                while !flag.load(Ordering::Acquire) {
+                    let mut n = client.notifications();
+                    let mut it = n.timeout_iter(LISTEN_POLL);
+                    while let Ok(Some(note)) = it.next() {
+                        seen.push((note.payload().to_owned(), wall_ns()));
+                    }
+                }
+                seen
+            })
+            .expect("listen thread");
+        Listener { stop, thread }
+    }
+
+    /// Lets the last notifications arrive, stops; returns (payload, wall ns) in arrival order.
+    pub fn finish(self) -> Vec<(String, u64)> {
+        std::thread::sleep(LISTEN_POLL * 2);
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("listen thread")
+    }
 }
 
 #[cfg(test)]

@@ -39,25 +39,20 @@
 #![allow(clippy::print_stdout, reason = "a load harness reports on stdout")]
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use kdp_bench::harness::{
-    self, ThreadCpu, cpu_s, descendants_cpu_ms, ms3, parse_duration, pct, per_s, quantiles, scrape,
-    summary_quantiles, thousands, thread_cpu, wall_ns, work_dir, write_key,
+    self, BenchSim, Listener, PgMode, ProcessSample, cpu_s, gatherer_toml, ms3, parse_duration,
+    pct, per_s, quantiles, sample_until, scrape, start_postgres, start_sim, summary_quantiles,
+    thousands, wall_ns, work_dir,
 };
 use kdp_dedup::config::DedupConfig;
 use kdp_dedup::service::{Dedup, DedupHandle};
-use kdp_engine::pg::EmbeddedPostgres;
 use kdp_ingest::gatherer::{Gatherer, GathererConfig, GathererHandle};
 use kdp_sim::market::MarketConfig;
 use kdp_sim::market::config::RATE_MSGS_PER_S_MAX;
-use kdp_sim::transport::auth::generate_demo_key;
-use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
-use postgres::fallible_iterator::FallibleIterator as _;
+use kdp_sim::transport::SimHandle;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -71,8 +66,6 @@ const PRODUCTION_DB: &str = "production";
 const COMMIT_CHANNEL: &str = "kdp_e2e_commit";
 /// Longest wait for the initial snapshots, and for the dedup to catch up.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often the `LISTEN` thread looks at its stop flag.
-const LISTEN_POLL: Duration = Duration::from_millis(50);
 /// Unread rows (all gatherers) below which the dedup counts as caught up.
 const CAUGHT_UP_ROWS: u64 = 20_000;
 
@@ -88,14 +81,6 @@ const COMMIT_TRIGGER_SQL: &str = "\
         FOR EACH STATEMENT EXECUTE FUNCTION kdp_e2e_notify(); \
     CREATE TRIGGER kdp_e2e_ticker AFTER INSERT ON ticker \
         FOR EACH STATEMENT EXECUTE FUNCTION kdp_e2e_notify();";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PgMode {
-    /// fsync on, synchronous_commit on: real databases.
-    Durable,
-    /// fsync, synchronous_commit and full_page_writes off (the test clusters).
-    Ephemeral,
-}
 
 fn parse_rate(s: &str) -> Result<u64, String> {
     let n: u64 = s.replace('_', "").parse().map_err(|_| format!("{s:?}: a number"))?;
@@ -149,15 +134,13 @@ fn group_of(thread: &str) -> usize {
 
 #[derive(Debug, Clone)]
 struct Sample {
-    at: Instant,
     wall_ns: u64,
     produced: u64,
     overflows: u64,
     /// delta + trade + ticker rows committed, per gatherer.
     gathered: [u64; 3],
     batches: u64,
-    threads: ThreadCpu,
-    pg_ms: u64,
+    process: ProcessSample,
 }
 
 struct Rig {
@@ -168,8 +151,7 @@ struct Rig {
 }
 
 fn sample(rig: &Rig) -> Sample {
-    let produced =
-        rig.sim_rt.block_on(rig.sim.hub().query_at(|_, _| ())).map_or(0, |((), seq)| seq);
+    let produced = harness::produced(&rig.sim_rt, &rig.sim);
     let conns = rig.sim.registry().connections();
     let mut gathered = [0u64; 3];
     for (g, out) in rig.gatherers.iter().zip(&mut gathered) {
@@ -177,25 +159,21 @@ fn sample(rig: &Rig) -> Sample {
         *out = r.delta + r.trade + r.ticker;
     }
     Sample {
-        at: Instant::now(),
         wall_ns: wall_ns(),
         produced,
         overflows: conns.iter().map(|c| c.overflows).sum(),
         gathered,
         batches: rig.dedup.health().production.batches_committed,
-        threads: thread_cpu(),
-        pg_ms: descendants_cpu_ms(),
+        process: ProcessSample::now(),
     }
 }
 
 fn cpu_between(a: &Sample, b: &Sample) -> ([u64; 5], Vec<(String, u64)>) {
-    let (mut groups, names) = harness::cpu_between::<5>(&a.threads, &b.threads, group_of);
-    groups[4] = b.pg_ms.saturating_sub(a.pg_ms);
-    (groups, names)
+    a.process.cpu_between(&b.process, group_of)
 }
 
 fn elapsed_ms(a: &Sample, b: &Sample) -> u64 {
-    u64::try_from((b.at - a.at).as_millis()).unwrap_or(u64::MAX).max(1)
+    a.process.elapsed_ms(&b.process)
 }
 
 fn lag_rows(dedup: &DedupHandle) -> u64 {
@@ -225,29 +203,6 @@ fn progress(label: &str, rig: &Rig, a: &Sample, b: &Sample) {
 
 // ---------------------------------------------------------------------------------------------
 // Commit times
-
-/// Receives the trigger's notifications: transaction id → wall ns of arrival (the first).
-fn listen(url: &str, stop: Arc<AtomicBool>) -> JoinHandle<HashMap<i64, u64>> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("LISTEN connection");
-    client.batch_execute(&format!("LISTEN {COMMIT_CHANNEL}")).expect("LISTEN");
-    std::thread::Builder::new()
-        .name("e2e-listen".into())
-        .spawn(move || {
-            let mut seen = HashMap::new();
-            while !stop.load(Ordering::Acquire) {
-                let mut n = client.notifications();
-                let mut it = n.timeout_iter(LISTEN_POLL);
-                while let Ok(Some(note)) = it.next() {
-                    let at = wall_ns();
-                    if let Ok(xid) = note.payload().parse::<i64>() {
-                        seen.entry(xid).or_insert(at);
-                    }
-                }
-            }
-            seen
-        })
-        .expect("listen thread")
-}
 
 struct Latencies {
     rows: u64,
@@ -317,28 +272,14 @@ fn latencies(
 
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    harness::init_tracing();
     let dir = work_dir("e2e");
     eprintln!("e2e: work dir {}", dir.display());
 
     // PostgreSQL: one cluster, four databases.
-    let pg = match args.pg {
-        PgMode::Durable => EmbeddedPostgres::persistent(dir.join("pg")),
-        PgMode::Ephemeral => EmbeddedPostgres::ephemeral(),
-    }
-    .expect("PostgreSQL starts (install the server package if it is missing)");
-    {
-        let mut admin = pg.config("postgres").connect(postgres::NoTls).expect("admin connection");
-        for db in GATHERERS.iter().map(|g| format!("gatherer_{g}")).chain([PRODUCTION_DB.into()]) {
-            admin.batch_execute(&format!("CREATE DATABASE {db}")).expect("create database");
-        }
-    }
+    let databases: Vec<String> =
+        GATHERERS.iter().map(|g| format!("gatherer_{g}")).chain([PRODUCTION_DB.into()]).collect();
+    let pg = start_postgres(args.pg, &dir, &databases);
     let prod_url = pg.url(PRODUCTION_DB);
     {
         let mut prod = postgres::Client::connect(&prod_url, postgres::NoTls).expect("production");
@@ -346,52 +287,33 @@ fn main() {
             .expect("production schema");
         prod.batch_execute(COMMIT_TRIGGER_SQL).expect("commit trigger");
     }
-    let listen_stop = Arc::new(AtomicBool::new(false));
-    let listener = listen(&prod_url, Arc::clone(&listen_stop));
+    let listener = Listener::start(&prod_url, COMMIT_CHANNEL, "e2e-listen");
 
     // Simulator on its real-time clock.
-    let sim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("sim-rt")
-        .enable_all()
-        .build()
-        .expect("simulator runtime");
-    let demo = generate_demo_key().expect("demo key");
-    let key_path = write_key(&dir, "gatherer-key.pem", &demo.private_pkcs8_pem);
     let market = MarketConfig {
         seed: args.seed,
         markets: args.markets,
         rate_msgs_per_s: args.rate,
-        start_ts_ns: i64::try_from(wall_ns()).unwrap_or(i64::MAX),
         ..MarketConfig::default()
     };
-    let mut cfg = SimConfig::new(market, dir.join("sim-cert.pem"));
-    cfg.clock = kdp_sim::transport::hub::Clock::RealTime { speed: 1 };
-    cfg.rest_addr = None;
-    cfg.control_addr = None;
-    cfg.ws_addr = None;
-    cfg.keys.insert_pem(KEY_ID, &demo.public_spki_pem).expect("public key");
-    let sim = sim_rt.block_on(Simulator::start(cfg)).expect("simulator starts");
-    // Both clocks read inside the hub task, at the same moment.
-    let ((exch_now, wall_now), _) =
-        sim_rt.block_on(sim.hub().query_at(|ex, _| (ex.now_ns(), wall_ns()))).expect("hub answers");
-    let exch_offset_ns = i64::try_from(wall_now).unwrap_or(i64::MAX) - exch_now;
-    let tickers: Vec<String> = sim_rt
-        .block_on(sim.hub().query(|ex| ex.markets().iter().map(|m| m.ticker.clone()).collect()))
-        .expect("catalog");
+    let BenchSim { rt: sim_rt, handle: sim, key_path, exch_offset_ns, tickers } =
+        start_sim(&dir, KEY_ID, 1, market, |cfg| {
+            cfg.clock = kdp_sim::transport::hub::Clock::RealTime { speed: 1 };
+            cfg.ws_addr = None;
+        });
     let ws_url = sim.wss_url().expect("wss listener");
-    let ca = sim.cert_pem_path().display().to_string();
 
     // Three gatherers, one after the other (each waits for its initial snapshots).
     let mut gatherers = Vec::new();
     let markets = u64::try_from(tickers.len()).unwrap_or(u64::MAX);
     for g in GATHERERS {
-        let text = format!(
-            "ws_url = {ws_url:?}\nkey_id = {KEY_ID:?}\nprivate_key_path = {key:?}\n\
-             ca_cert_path = {ca:?}\ndatabase_url = {db:?}\nshard_count = 1\n\
-             metrics_addr = \"off\"\n",
-            key = key_path.display().to_string(),
-            db = pg.url(&format!("gatherer_{g}")),
+        let text = gatherer_toml(
+            &ws_url,
+            KEY_ID,
+            &key_path,
+            Some(sim.cert_pem_path()),
+            &pg.url(&format!("gatherer_{g}")),
+            "shard_count = 1\nmetrics_addr = \"off\"\n",
         );
         let mut config = GathererConfig::from_toml(&text).expect("gatherer config");
         config.markets.clone_from(&tickers);
@@ -440,25 +362,25 @@ fn main() {
         assert!(started.elapsed() < READY_TIMEOUT, "the dedup did not catch up");
     }
     eprintln!("e2e: dedup caught up in {:?}", started.elapsed());
-    let warm_end = Instant::now() + args.warmup;
-    while Instant::now() < warm_end {
-        std::thread::sleep(Duration::from_secs(1).min(warm_end - Instant::now()));
-        let now = sample(&rig);
-        progress("warm-up", &rig, &last, &now);
-        last = now;
-    }
+    sample_until(
+        Instant::now() + args.warmup,
+        last,
+        || sample(&rig),
+        |a, b| {
+            progress("warm-up", &rig, a, b);
+        },
+    );
 
     // The window.
     let a = sample(&rig);
-    last = a.clone();
-    let window_end = a.at + args.duration;
-    while Instant::now() < window_end {
-        std::thread::sleep(Duration::from_secs(1).min(window_end - Instant::now()));
-        let now = sample(&rig);
-        progress("measure", &rig, &last, &now);
-        last = now;
-    }
-    let b = last;
+    let b = sample_until(
+        a.process.at + args.duration,
+        a.clone(),
+        || sample(&rig),
+        |a, b| {
+            progress("measure", &rig, a, b);
+        },
+    );
     let scraped = dedup_metrics.map(scrape).unwrap_or_default();
 
     // Stop: gatherers (ordered: every received row committed), simulator, then the dedup once
@@ -474,9 +396,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stats = dedup.shutdown().expect("dedup shuts down");
-    std::thread::sleep(LISTEN_POLL * 2);
-    listen_stop.store(true, Ordering::Release);
-    let commits = listener.join().expect("listen thread");
+    // Transaction id → wall ns of its first notification.
+    let mut commits: HashMap<i64, u64> = HashMap::new();
+    for (payload, at) in listener.finish() {
+        if let Ok(xid) = payload.parse() {
+            commits.entry(xid).or_insert(at);
+        }
+    }
     let lat = latencies(&prod_url, a.wall_ns, b.wall_ns, &commits, exch_offset_ns);
 
     report(&args, &a, &b, &lat, &scraped, exch_offset_ns, stats.batches);

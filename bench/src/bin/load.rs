@@ -34,24 +34,19 @@
 #![allow(clippy::print_stdout, reason = "a load harness reports on stdout")]
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use kdp_bench::harness::{
-    self, ThreadCpu, cpu_s, descendants_cpu_ms, ms3, parse_duration, pct, per_s, quantiles, scrape,
-    summary_quantiles, thousands, thread_cpu, wall_ns, work_dir, write_key,
+    self, BenchSim, Listener, PgMode, ProcessSample, cpu_s, gatherer_toml, ms3, parse_duration,
+    pct, per_s, quantiles, sample_until, scrape, start_postgres, start_sim, summary_quantiles,
+    thousands, work_dir,
 };
-use kdp_engine::pg::EmbeddedPostgres;
 use kdp_ingest::gatherer::{Gatherer, GathererConfig, GathererHandle, GathererStats};
 use kdp_ingest::store::NOTIFY_CHANNEL;
 use kdp_sim::market::MarketConfig;
 use kdp_sim::market::config::RATE_MSGS_PER_S_MAX;
-use kdp_sim::transport::auth::generate_demo_key;
-use kdp_sim::transport::{SimConfig, SimHandle, Simulator};
-use postgres::fallible_iterator::FallibleIterator as _;
+use kdp_sim::transport::SimHandle;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,8 +57,6 @@ const KEY_ID: &str = "kdp-load";
 const DB_NAME: &str = "gatherer";
 /// Longest wait for every initial snapshot to be committed.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often the `LISTEN` thread looks at its stop flag.
-const LISTEN_POLL: Duration = Duration::from_millis(50);
 
 /// Offered load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,14 +84,6 @@ enum Transport {
     Wss,
     /// Plain WebSocket (no TLS cost).
     Ws,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PgMode {
-    /// fsync on, synchronous_commit on: a gatherer's real database.
-    Durable,
-    /// fsync, synchronous_commit and full_page_writes off (the test clusters).
-    Ephemeral,
 }
 
 /// Gatherer load harness: simulator → gatherer → PostgreSQL, in one process.
@@ -158,7 +143,6 @@ fn group_of(thread: &str) -> usize {
 
 #[derive(Debug, Clone)]
 struct Sample {
-    at: Instant,
     /// Exchange events produced by the hub (its last exchange position).
     produced: u64,
     /// Frames the simulator wrote to the gatherer's connections.
@@ -166,8 +150,7 @@ struct Sample {
     /// Error-25 overflows the simulator sent (a connection fell behind its broadcast).
     overflows: u64,
     gatherer: GathererStats,
-    threads: ThreadCpu,
-    pg_ms: u64,
+    process: ProcessSample,
 }
 
 impl Sample {
@@ -198,29 +181,24 @@ struct Rig {
 }
 
 fn sample(rig: &Rig) -> Sample {
-    let produced =
-        rig.sim_rt.block_on(rig.sim.hub().query_at(|_, _| ())).map_or(0, |((), seq)| seq);
+    let produced = harness::produced(&rig.sim_rt, &rig.sim);
     let conns = rig.sim.registry().connections();
     Sample {
-        at: Instant::now(),
         produced,
         sent: conns.iter().map(|c| c.frames_sent).sum(),
         overflows: conns.iter().map(|c| c.overflows).sum(),
         gatherer: rig.gatherer.stats(),
-        threads: thread_cpu(),
-        pg_ms: descendants_cpu_ms(),
+        process: ProcessSample::now(),
     }
 }
 
 /// CPU ms per group between two samples, plus per thread name.
 fn cpu_between(a: &Sample, b: &Sample) -> ([u64; 4], Vec<(String, u64)>) {
-    let (mut groups, names) = harness::cpu_between::<4>(&a.threads, &b.threads, group_of);
-    groups[3] = b.pg_ms.saturating_sub(a.pg_ms);
-    (groups, names)
+    a.process.cpu_between(&b.process, group_of)
 }
 
 fn elapsed_ms(a: &Sample, b: &Sample) -> u64 {
-    u64::try_from((b.at - a.at).as_millis()).unwrap_or(u64::MAX).max(1)
+    a.process.elapsed_ms(&b.process)
 }
 
 fn progress(label: &str, a: &Sample, b: &Sample) {
@@ -246,30 +224,6 @@ fn progress(label: &str, a: &Sample, b: &Sample) {
 
 // ---------------------------------------------------------------------------------------------
 // Commit times from NOTIFY
-
-/// Receives the writer's `NOTIFY kdp_gatherer, '<last gseq>'` (sent at COMMIT) and notes when
-/// each arrived: (last gseq, wall ns).
-fn listen(url: &str, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(i64, u64)>> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("LISTEN connection");
-    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).expect("LISTEN");
-    std::thread::Builder::new()
-        .name("load-listen".into())
-        .spawn(move || {
-            let mut seen = Vec::new();
-            while !stop.load(Ordering::Acquire) {
-                let mut n = client.notifications();
-                let mut it = n.timeout_iter(LISTEN_POLL);
-                while let Ok(Some(note)) = it.next() {
-                    let at = wall_ns();
-                    if let Ok(gseq) = note.payload().parse::<i64>() {
-                        seen.push((gseq, at));
-                    }
-                }
-            }
-            seen
-        })
-        .expect("listen thread")
-}
 
 struct Latencies {
     rows: usize,
@@ -329,37 +283,14 @@ fn latencies(
 
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    harness::init_tracing();
     let dir = work_dir("load");
     eprintln!("load: work dir {}", dir.display());
 
-    // PostgreSQL.
-    let pg = match args.pg {
-        PgMode::Durable => EmbeddedPostgres::persistent(dir.join("pg")),
-        PgMode::Ephemeral => EmbeddedPostgres::ephemeral(),
-    }
-    .expect("PostgreSQL starts (install the server package if it is missing)");
-    {
-        let mut admin = pg.config("postgres").connect(postgres::NoTls).expect("admin connection");
-        admin.batch_execute(&format!("CREATE DATABASE {DB_NAME}")).expect("create database");
-    }
+    let pg = start_postgres(args.pg, &dir, &[DB_NAME.to_owned()]);
     let db_url = pg.url(DB_NAME);
 
     // Simulator.
-    let sim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.sim_threads.max(1))
-        .thread_name("sim-rt")
-        .enable_all()
-        .build()
-        .expect("simulator runtime");
-    let demo = generate_demo_key().expect("demo key");
-    let key_path = write_key(&dir, "gatherer-key.pem", &demo.private_pkcs8_pem);
     let rate = match args.rate {
         Rate::PerSecond(n) => n,
         Rate::Max => RATE_MSGS_PER_S_MAX,
@@ -368,27 +299,13 @@ fn main() {
         seed: args.seed,
         markets: args.markets,
         rate_msgs_per_s: rate,
-        start_ts_ns: i64::try_from(wall_ns()).unwrap_or(i64::MAX),
         ..MarketConfig::default()
     };
-    let mut cfg = SimConfig::new(market, dir.join("sim-cert.pem"));
-    cfg.rest_addr = None;
-    cfg.control_addr = None;
-    match args.transport {
-        Transport::Wss => cfg.ws_addr = None,
-        Transport::Ws => cfg.wss_addr = None,
-    }
-    cfg.keys.insert_pem(KEY_ID, &demo.public_spki_pem).expect("public key");
-    let sim = sim_rt.block_on(Simulator::start(cfg)).expect("simulator starts");
-    // The exchange clock starts at the wall clock when the hub starts running, a little after
-    // `start_ts_ns` was taken: measure the difference once.
-    // Both clocks are read inside the hub task, at the same moment.
-    let ((exch_now, wall_now), _) =
-        sim_rt.block_on(sim.hub().query_at(|ex, _| (ex.now_ns(), wall_ns()))).expect("hub answers");
-    let exch_offset_ns = i64::try_from(wall_now).unwrap_or(i64::MAX) - exch_now;
-    let tickers: Vec<String> = sim_rt
-        .block_on(sim.hub().query(|ex| ex.markets().iter().map(|m| m.ticker.clone()).collect()))
-        .expect("catalog");
+    let BenchSim { rt: sim_rt, handle: sim, key_path, exch_offset_ns, tickers } =
+        start_sim(&dir, KEY_ID, args.sim_threads, market, |cfg| match args.transport {
+            Transport::Wss => cfg.ws_addr = None,
+            Transport::Ws => cfg.wss_addr = None,
+        });
     let ws_url = match args.transport {
         Transport::Wss => sim.wss_url(),
         Transport::Ws => sim.ws_url(),
@@ -396,8 +313,7 @@ fn main() {
     .expect("listener");
 
     // Commit times.
-    let listen_stop = Arc::new(AtomicBool::new(false));
-    let listener = listen(&db_url, Arc::clone(&listen_stop));
+    let listener = Listener::start(&db_url, NOTIFY_CHANNEL, "load-listen");
 
     // Gatherer.
     let shards = match &args.shard_cpus {
@@ -408,13 +324,16 @@ fn main() {
         None => format!("shard_count = {}", args.shards),
     };
     let ca = match args.transport {
-        Transport::Wss => format!("ca_cert_path = {:?}", sim.cert_pem_path().display().to_string()),
-        Transport::Ws => String::new(),
+        Transport::Wss => Some(sim.cert_pem_path()),
+        Transport::Ws => None,
     };
-    let text = format!(
-        "ws_url = {ws_url:?}\nkey_id = {KEY_ID:?}\nprivate_key_path = {key:?}\n{ca}\n\
-         database_url = {db_url:?}\n{shards}\nmetrics_addr = \"127.0.0.1:0\"\n",
-        key = key_path.display().to_string(),
+    let text = gatherer_toml(
+        &ws_url,
+        KEY_ID,
+        &key_path,
+        ca,
+        &db_url,
+        &format!("{shards}\nmetrics_addr = \"127.0.0.1:0\"\n"),
     );
     let mut config = GathererConfig::from_toml(&text).expect("gatherer config");
     config.markets.clone_from(&tickers);
@@ -445,35 +364,36 @@ fn main() {
         thousands(markets),
         started.elapsed().as_millis()
     );
-    let warm_end = Instant::now() + args.warmup;
-    while Instant::now() < warm_end {
-        std::thread::sleep(Duration::from_secs(1).min(warm_end - Instant::now()));
-        let now = sample(&rig);
-        progress("warm-up", &last, &now);
-        last = now;
-    }
+    sample_until(
+        Instant::now() + args.warmup,
+        last,
+        || sample(&rig),
+        |a, b| {
+            progress("warm-up", a, b);
+        },
+    );
 
     // The window.
     let a = sample(&rig);
-    last = a.clone();
-    let window_end = a.at + args.duration;
-    while Instant::now() < window_end {
-        std::thread::sleep(Duration::from_secs(1).min(window_end - Instant::now()));
-        let now = sample(&rig);
-        progress("measure", &last, &now);
-        last = now;
-    }
-    let b = last;
+    let b = sample_until(
+        a.process.at + args.duration,
+        a.clone(),
+        || sample(&rig),
+        |a, b| {
+            progress("measure", a, b);
+        },
+    );
     let scraped = metrics_addr.map(scrape).unwrap_or_default();
 
-    // Stop: gatherer (ordered), simulator, listener.
+    // Stop: gatherer (ordered), simulator, listener (once the last NOTIFY arrived).
     let Rig { sim_rt, sim, gatherer } = rig;
     let final_stats = gatherer.shutdown().expect("gatherer shuts down");
     sim_rt.block_on(sim.shutdown());
-    // Let the last NOTIFY arrive.
-    std::thread::sleep(LISTEN_POLL * 2);
-    listen_stop.store(true, Ordering::Release);
-    let commits = listener.join().expect("listen thread");
+    let commits: Vec<(i64, u64)> = listener
+        .finish()
+        .into_iter()
+        .filter_map(|(payload, at)| payload.parse().ok().map(|gseq| (gseq, at)))
+        .collect();
     let lo = a.gatherer.writer.last_committed_gseq;
     let hi = b.gatherer.writer.last_committed_gseq;
     let lat = latencies(&db_url, lo, hi, &commits, exch_offset_ns);
