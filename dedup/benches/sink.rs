@@ -3,7 +3,9 @@
 //! both contenders alike).
 //!
 //! - `plain_copy`: per batch, one transaction with one binary COPY into `delta` (its unique
-//!   key in place), COMMIT.
+//!   key in place), COMMIT — encoded with the same `engine::pg::copy` encoder the sink uses, so
+//!   the comparison measures what the sink adds (cursor update, ledger, batch bookkeeping), not
+//!   an encoder difference.
 //! - `sink`: per batch, [`Sink::write`]: the same COPY plus the cursor update, COMMIT.
 //!
 //! Every iteration starts from empty tables (TRUNCATE, not timed) and writes `ROWS` unique
@@ -20,9 +22,8 @@ use kdp_dedup::merge::{Batch, Merged};
 use kdp_dedup::row::Delta;
 use kdp_dedup::sink::{Sink, SinkOptions, Written};
 use kdp_engine::event::Side;
+use kdp_engine::pg::copy::{BinaryCopyIn, CopyEncoder};
 use kdp_engine::pg::testing::TestDatabase;
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::Type;
 
 /// Unique rows written per iteration.
 const ROWS: usize = 100_000;
@@ -68,7 +69,7 @@ fn batches() -> Vec<Batch> {
         .collect()
 }
 
-fn plain_copy(client: &mut postgres::Client, batches: &[Batch]) {
+fn plain_copy(client: &mut postgres::Client, encoder: &mut CopyEncoder, batches: &[Batch]) {
     for batch in batches {
         let mut tx = client.transaction().expect("begin");
         let sink = tx
@@ -77,36 +78,18 @@ fn plain_copy(client: &mut postgres::Client, batches: &[Batch]) {
                  ts_recv_ns, gatherer, client_order_id) FROM STDIN (FORMAT binary)",
             )
             .expect("copy");
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::BOOL,
-            Type::INT8,
-            Type::INT8,
-            Type::INT4,
-            Type::INT8,
-            Type::INT2,
-            Type::TEXT,
-        ];
-        let mut writer = BinaryCopyInWriter::new(sink, &types);
+        let mut copy = BinaryCopyIn::new(sink, encoder);
         for m in &batch.deltas {
             let d = &m.row;
-            let market: &str = &d.market;
-            writer
-                .write(&[
-                    &d.ts_exch_ns,
-                    &market,
-                    &(d.side == Side::Yes),
-                    &i64::from(d.price_micros),
-                    &d.delta_centi,
-                    &(m.occ as i32),
-                    &d.ts_recv_ns,
-                    &i16::from(m.gatherer),
-                    &d.client_order_id.as_deref(),
-                ])
-                .expect("row");
+            let w = copy.row(9).expect("row");
+            w.i64(d.ts_exch_ns).text(&d.market).bool(d.side == Side::Yes);
+            w.i64(i64::from(d.price_micros))
+                .i64(d.delta_centi)
+                .i32(i32::try_from(m.occ).expect("occ fits int4"));
+            w.i64(d.ts_recv_ns).i16(i16::from(m.gatherer));
+            w.opt_text(d.client_order_id.as_deref());
         }
-        writer.finish().expect("finish");
+        copy.finish().expect("finish");
         tx.commit().expect("commit");
     }
 }
@@ -133,10 +116,11 @@ fn bench(c: &mut Criterion) {
     let mut sink = Sink::new(db.config(), SinkOptions { migrate: true });
     sink.read_cursors().expect("connect and migrate");
     let mut client = db.connect().expect("connect");
+    let mut encoder = CopyEncoder::new();
     let batches = batches();
 
     reset(&mut client);
-    plain_copy(&mut client, &batches);
+    plain_copy(&mut client, &mut encoder, &batches);
     assert_eq!(rows(&mut client), ROWS as i64);
     reset(&mut client);
     through_sink(&mut sink, &batches);
@@ -152,7 +136,7 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 reset(&mut client);
                 let start = Instant::now();
-                plain_copy(&mut client, &batches);
+                plain_copy(&mut client, &mut encoder, &batches);
                 total += start.elapsed();
             }
             total
