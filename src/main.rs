@@ -1341,7 +1341,8 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out),
             "applied gatherer 0001_gatherer_tables\napplied gatherer 0002_gatherer_runs\n\
-             gatherer schema at version 2\ngatherer schema at version 2\n"
+             applied gatherer 0003_roles\n\
+             gatherer schema at version 3\ngatherer schema at version 3\n"
         );
     }
 

@@ -22,5 +22,10 @@ pub const PRODUCTION: Schema = Schema {
             name: "0003_metadata",
             sql: include_str!("../migrations/production/0003_metadata.sql"),
         },
+        Migration {
+            version: 4,
+            name: "0004_roles",
+            sql: include_str!("../migrations/production/0004_roles.sql"),
+        },
     ],
 };

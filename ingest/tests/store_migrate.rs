@@ -27,9 +27,9 @@ fn gatherer_schema_applies_once_and_reruns_are_no_ops() {
     let first = migrate(&mut client, &GATHERER).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         first.applied.iter().map(|m| m.name).collect::<Vec<_>>(),
-        ["0001_gatherer_tables", "0002_gatherer_runs"]
+        ["0001_gatherer_tables", "0002_gatherer_runs", "0003_roles"]
     );
-    assert_eq!(first.version, 2);
+    assert_eq!(first.version, 3);
     assert_eq!(
         tables(&mut client),
         [
@@ -48,7 +48,7 @@ fn gatherer_schema_applies_once_and_reruns_are_no_ops() {
         ]
     );
     let second = migrate(&mut client, &GATHERER).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((second.applied.len(), second.version), (0, 2));
+    assert_eq!((second.applied.len(), second.version), (0, 3));
     let recorded: Vec<(String, i32, String, String)> = client
         .query(
             "SELECT schema, version, name, checksum FROM schema_migrations ORDER BY version",
@@ -72,6 +72,12 @@ fn gatherer_schema_applies_once_and_reruns_are_no_ops() {
                 2,
                 "0002_gatherer_runs".to_string(),
                 GATHERER.migrations[1].checksum()
+            ),
+            (
+                "gatherer".to_string(),
+                3,
+                "0003_roles".to_string(),
+                GATHERER.migrations[2].checksum()
             )
         ]
     );
@@ -103,7 +109,7 @@ fn a_database_from_a_newer_build_is_refused() {
     client
         .execute(
             "INSERT INTO schema_migrations (schema, version, name, checksum) \
-             VALUES ('gatherer', 3, '0003_future', 'x')",
+             VALUES ('gatherer', 4, '0004_future', 'x')",
             &[],
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -111,8 +117,8 @@ fn a_database_from_a_newer_build_is_refused() {
     assert_eq!(
         error.as_deref(),
         Some(
-            "schema gatherer: the database has migration 3 (0003_future) applied, which this \
-             build does not know (it knows up to 2); use the kdp build that migrated it"
+            "schema gatherer: the database has migration 4 (0004_future) applied, which this \
+             build does not know (it knows up to 3); use the kdp build that migrated it"
         )
     );
 }

@@ -16,6 +16,11 @@ pub const GATHERER: Schema = Schema {
             name: "0002_gatherer_runs",
             sql: include_str!("../../migrations/gatherer/0002_gatherer_runs.sql"),
         },
+        Migration {
+            version: 3,
+            name: "0003_roles",
+            sql: include_str!("../../migrations/gatherer/0003_roles.sql"),
+        },
     ],
 };
 
