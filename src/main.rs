@@ -212,6 +212,8 @@ struct MigrateArgs {
 enum SchemaName {
     /// A gatherer's buffer database.
     Gatherer,
+    /// The deduplicator's production database.
+    Production,
 }
 
 /// File names `--gen-key DIR` writes, and the key id it registers.
@@ -738,6 +740,7 @@ fn migrate(args: &MigrateArgs, out: &mut impl Write) -> Result<(), String> {
         )?;
     let schema = match args.schema {
         SchemaName::Gatherer => &kdp_ingest::store::GATHERER,
+        SchemaName::Production => &kdp_dedup::schema::PRODUCTION,
     };
     let server = kdp_engine::pg::ExternalServer::new(&url)
         .map(kdp_engine::pg::DatabaseServer::External)
@@ -1343,6 +1346,35 @@ mod tests {
             "applied gatherer 0001_gatherer_tables\napplied gatherer 0002_gatherer_runs\n\
              applied gatherer 0003_roles\n\
              gatherer schema at version 3\ngatherer schema at version 3\n"
+        );
+    }
+
+    #[test]
+    fn migrate_applies_the_production_schema() {
+        let db = kdp_engine::pg::testing::TestDatabase::new().unwrap_or_else(|e| panic!("{e}"));
+        let cli = Cli::try_parse_from([
+            "kdp",
+            "migrate",
+            "--database-url",
+            db.url(),
+            "--schema",
+            "production",
+        ]);
+        let Ok(Cli { command: Command::Migrate(args) }) = cli else { panic!("{cli:?}") };
+        let mut out = Vec::new();
+        migrate(&args, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = kdp_dedup::schema::PRODUCTION
+            .migrations
+            .iter()
+            .map(|m| format!("applied production {}\n", m.name))
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!(
+                "{}production schema at version {}\n",
+                names.concat(),
+                kdp_dedup::schema::PRODUCTION.migrations.len()
+            )
         );
     }
 

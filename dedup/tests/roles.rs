@@ -222,7 +222,8 @@ fn kdp_dedup_runs_the_real_sink_through_both_paths_and_cannot_change_history() {
     let user = LoginUser::new(&db, "kdp_dedup", "d");
     let streams = streams();
     let lens: Vec<usize> = streams.iter().map(Vec::len).collect();
-    let mut sink = Sink::new(user.config(), SinkOptions { migrate: false });
+    // The sink checks the (up-to-date) migrations as the service does: SELECT on the ledger only.
+    let mut sink = Sink::new(user.config(), SinkOptions { migrate: true });
     assert_eq!(sink.read_cursors().expect("cursors"), [None; 8]);
 
     // Gatherer 0 alone: COPY into every history table but gatherer_gap, cursors, ledger.

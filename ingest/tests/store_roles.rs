@@ -113,9 +113,11 @@ fn push(ring: &ArrayQueue<Record>, records: Vec<Record>) {
 }
 
 fn start(user: &LoginUser, rings: &[Arc<ArrayQueue<Record>>]) -> Writer {
-    // Not the owner: the migrations were applied by the owner, the writer only writes.
+    // Not the owner: the migrations were applied by the owner. The writer still checks them at
+    // start (as the gatherer does): on an up-to-date database that needs only SELECT on the
+    // ledger, so the least-privilege role can run the gatherer as shipped.
     let limits = WriterLimits { backoff_ms_min: 5, backoff_ms_max: 50, ..WriterLimits::default() };
-    let options = WriterOptions { limits, migrate: false, ..WriterOptions::default() };
+    let options = WriterOptions { limits, migrate: true, ..WriterOptions::default() };
     Writer::start(user.config(), rings.to_vec(), options).unwrap_or_else(|e| panic!("{e}"))
 }
 

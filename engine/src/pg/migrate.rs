@@ -156,7 +156,16 @@ fn check_list(schema: &Schema) -> Result<(), MigrateError> {
 fn migrate_locked(client: &mut postgres::Client, schema: &Schema) -> Result<Report, MigrateError> {
     let pg =
         |what: String| move |source| MigrateError::Postgres { schema: schema.name, what, source };
-    client.batch_execute(CREATE_LEDGER).map_err(pg("create schema_migrations".into()))?;
+    // Only when absent: `CREATE TABLE IF NOT EXISTS` still needs CREATE on the schema, which a
+    // least-privilege role (kdp_gatherer_writer, kdp_dedup) does not have; an up-to-date
+    // database then needs nothing beyond SELECT on the ledger.
+    let ledger: Option<String> = client
+        .query_one("SELECT to_regclass('schema_migrations')::text", &[])
+        .map_err(pg("look for schema_migrations".into()))?
+        .get(0);
+    if ledger.is_none() {
+        client.batch_execute(CREATE_LEDGER).map_err(pg("create schema_migrations".into()))?;
+    }
     let rows = client
         .query(
             "SELECT version, name, checksum FROM schema_migrations WHERE schema = $1 \
