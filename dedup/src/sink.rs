@@ -550,23 +550,36 @@ fn write_ledger(tx: &mut Transaction<'_>, ledger: &LedgerDelta) -> Result<(), po
             &[&gatherers, &gseqs, &markets, &froms, &tos],
         )?;
     }
-    for gaps in &ledger.coverage_gaps {
-        let market = ledger_market(gaps.market.as_ref());
-        tx.execute(
-            "DELETE FROM coverage_gap WHERE market = $1 AND ts_from_ns >= $2",
-            &[&market, &gaps.from_ns],
-        )?;
-        if gaps.gaps.is_empty() {
-            continue;
+    if !ledger.coverage_gaps.is_empty() {
+        // One statement each for every market's replacement (not one round trip per market: a
+        // gap row naming every market recomputes all of them, thousands in one batch). The
+        // markets of one delta are distinct, so the upsert never touches a row twice.
+        let mut markets = Vec::with_capacity(ledger.coverage_gaps.len());
+        let mut since = Vec::with_capacity(ledger.coverage_gaps.len());
+        let (mut gap_markets, mut froms, mut tos) = (Vec::new(), Vec::new(), Vec::new());
+        for gaps in &ledger.coverage_gaps {
+            let market = ledger_market(gaps.market.as_ref());
+            markets.push(market);
+            since.push(gaps.from_ns);
+            for g in &gaps.gaps {
+                gap_markets.push(market);
+                froms.push(g.from_ns);
+                tos.push(g.to_ns);
+            }
         }
-        let froms: Vec<i64> = gaps.gaps.iter().map(|g| g.from_ns).collect();
-        let tos: Vec<Option<i64>> = gaps.gaps.iter().map(|g| g.to_ns).collect();
         tx.execute(
-            "INSERT INTO coverage_gap (ts_from_ns, ts_to_ns, market) \
-             SELECT f, t, $3 FROM unnest($1::bigint[], $2::bigint[]) AS u(f, t) \
-             ON CONFLICT (ts_from_ns, market) DO UPDATE SET ts_to_ns = EXCLUDED.ts_to_ns",
-            &[&froms, &tos, &market],
+            "DELETE FROM coverage_gap c USING unnest($1::text[], $2::bigint[]) AS u(m, f) \
+             WHERE c.market = u.m AND c.ts_from_ns >= u.f",
+            &[&markets, &since],
         )?;
+        if !froms.is_empty() {
+            tx.execute(
+                "INSERT INTO coverage_gap (ts_from_ns, ts_to_ns, market) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) \
+                 ON CONFLICT (ts_from_ns, market) DO UPDATE SET ts_to_ns = EXCLUDED.ts_to_ns",
+                &[&froms, &tos, &gap_markets],
+            )?;
+        }
     }
     Ok(())
 }
