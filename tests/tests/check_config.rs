@@ -1,6 +1,9 @@
 //! `kdp check-config` as a real process against the simulator (wss with its own CA, signed
 //! handshake, REST) and a `TestDatabase` (issue 6 item 3): one all-OK run, then one wrong
-//! setting at a time, each with its precise FAIL line and exit 1.
+//! setting at a time, each with its precise FAIL line and exit 1. Then `--kind dedup` (and the
+//! kind told from the keys) against a production and two gatherer `TestDatabase`s: all OK, the
+//! production URL from KDP_PRODUCTION_DATABASE_URL, a config error, an unreachable gatherer
+//! database, and a file of neither kind.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -181,5 +184,140 @@ fn check_config_reports_each_wrong_setting_precisely() {
          1 check(s) failed\n"
         ),
         "{out}"
+    );
+}
+
+/// Runs `kdp check-config FILE ARGS` with the KDP_* overrides cleared and `env` set:
+/// (exit code, stdout).
+fn check_with(file: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(kdp_binary());
+    command.arg("check-config").arg(file).args(args);
+    for var in
+        ["KDP_KEY_ID", "KDP_PRIVATE_KEY_PATH", "KDP_DATABASE_URL", "KDP_PRODUCTION_DATABASE_URL"]
+    {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap(), stdout)
+}
+
+/// A dedup config: `production` (None: no key) and `(name, id, database_url)` gatherers.
+fn dedup_toml(production: Option<&str>, gatherers: &[(&str, u8, &str)]) -> String {
+    let mut text = String::from("metrics_addr = \"off\"\n");
+    if let Some(url) = production {
+        text += &format!("production_database_url = {url:?}\n");
+    }
+    for (name, id, url) in gatherers {
+        text += &format!("\n[[gatherers]]\nname = {name:?}\nid = {id}\ndatabase_url = {url:?}\n");
+    }
+    text
+}
+
+#[test]
+fn check_config_dedup_reports_each_database_and_wrong_setting_precisely() {
+    let production = TestDatabase::new().unwrap();
+    let (ga, gb) = (TestDatabase::new().unwrap(), TestDatabase::new().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dedup.toml");
+    let run = |text: &str, args: &[&str], env: &[(&str, &str)]| {
+        std::fs::write(&file, text).unwrap();
+        check_with(&file, args, env)
+    };
+    let all_ok = |out: &str| {
+        format!(
+            "OK    config: {} is a valid dedup config\n\
+             OK    production database: connected; no production schema yet (applied at the \
+             first start)\n\
+             OK    gatherer database a (id 0): connected; no gatherer schema yet (applied at the \
+             first start)\n\
+             OK    gatherer database b (id 1): connected; no gatherer schema yet (applied at the \
+             first start)\n\
+             all checks passed\n",
+            file.display()
+        ) == out
+    };
+    let good = dedup_toml(Some(production.url()), &[("a", 0, ga.url()), ("b", 1, gb.url())]);
+
+    // Everything right, with --kind dedup and with the kind told from the keys.
+    for args in [&["--kind", "dedup"][..], &[]] {
+        let (code, out) = run(&good, args, &[]);
+        assert_eq!(code, 0, "{args:?}\n{out}");
+        assert!(all_ok(&out), "{args:?}\n{out}");
+    }
+    // Production only from the environment: the kind is told from [[gatherers]].
+    let no_production = dedup_toml(None, &[("a", 0, ga.url()), ("b", 1, gb.url())]);
+    let (code, out) =
+        run(&no_production, &[], &[("KDP_PRODUCTION_DATABASE_URL", production.url())]);
+    assert_eq!(code, 0, "{out}");
+    assert!(all_ok(&out), "{out}");
+
+    // Missing production database URL.
+    let (code, out) = run(&no_production, &[], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "FAIL  config: {}: dedup config field `production_database_url`: missing; set it or \
+             KDP_PRODUCTION_DATABASE_URL\n1 check(s) failed\n",
+            file.display()
+        )
+    );
+
+    // Two gatherers with one id.
+    let (code, out) = run(
+        &dedup_toml(Some(production.url()), &[("a", 1, ga.url()), ("b", 1, gb.url())]),
+        &["--kind", "dedup"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "FAIL  config: {}: dedup config field `gatherers.id`: gatherers \"a\" and \"b\" both \
+             have id 1\n1 check(s) failed\n",
+            file.display()
+        )
+    );
+
+    // Gatherer b's database where nothing listens: the others still pass.
+    let (code, out) = run(
+        &dedup_toml(
+            Some(production.url()),
+            &[("a", 0, ga.url()), ("b", 1, "postgres://kdp@127.0.0.1:1/gatherer")],
+        ),
+        &["--kind", "dedup"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "OK    config: {} is a valid dedup config\n\
+             OK    production database: connected; no production schema yet (applied at the \
+             first start)\n\
+             OK    gatherer database a (id 0): connected; no gatherer schema yet (applied at the \
+             first start)\n\
+             FAIL  gatherer database b (id 1): cannot connect to the gatherer database (error \
+             connecting to server); check the URL, that the server is running and reachable, \
+             and the user's password\n\
+             1 check(s) failed\n",
+            file.display()
+        )
+    );
+
+    // Neither kind's keys and no --kind.
+    let (code, out) = run("metrics_addr = \"off\"\n", &[], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "FAIL  config: {}: cannot tell a gatherer config (ws_url) from a dedup config \
+             (production_database_url, [[gatherers]]); pass --kind gatherer|dedup\n\
+             1 check(s) failed\n",
+            file.display()
+        )
     );
 }
