@@ -769,23 +769,11 @@ const GATHERER_HEALTH_POLL: std::time::Duration = std::time::Duration::from_secs
 /// `kdp gatherer`: load the config (file + environment), start, run until Ctrl-C or SIGTERM or
 /// a fatal session error, shut down in order, print the final counts.
 fn gatherer(args: &GathererArgs) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_stderr_logging("info");
     let config = gatherer_config(&args.config, |name| std::env::var(name).ok())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("kdp gatherer: cannot start the signal runtime: {e}"))?;
-    // The handlers are installed (inside the runtime) before the gatherer starts, so a signal
-    // during start-up is kept, not fatal.
-    let stop = runtime
-        .block_on(async { stop_signal() })
-        .map_err(|e| format!("kdp gatherer: cannot listen for Ctrl-C: {e}"))?;
+    // The handlers are installed before the gatherer starts, so a signal during start-up is
+    // kept, not fatal.
+    let (runtime, stop) = signal_runtime("kdp gatherer")?;
     let handle =
         kdp_ingest::gatherer::Gatherer::start(&config).map_err(|e| format!("kdp gatherer: {e}"))?;
     let fatal = runtime.block_on(async {
@@ -880,22 +868,10 @@ const DEDUP_HEALTH_POLL: std::time::Duration = std::time::Duration::from_secs(1)
 /// fatal error (production schema refused, a reader bug), shut down in order (merge and commit
 /// what was read), print the final counts.
 fn dedup(args: &DedupArgs) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_stderr_logging("info");
     let config = dedup_config(&args.config, |name| std::env::var(name).ok())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("kdp dedup: cannot start the signal runtime: {e}"))?;
     // Handlers first, so a signal during start-up is kept, not fatal.
-    let stop = runtime
-        .block_on(async { stop_signal() })
-        .map_err(|e| format!("kdp dedup: cannot listen for Ctrl-C: {e}"))?;
+    let (runtime, stop) = signal_runtime("kdp dedup")?;
     let handle = kdp_dedup::service::Dedup::start(config).map_err(|e| format!("kdp dedup: {e}"))?;
     let fatal = runtime.block_on(async {
         tokio::pin!(stop);
@@ -975,13 +951,7 @@ fn write_dedup_stats(
 
 /// `kdp sim`: start, print the banner on stdout, run until Ctrl-C (or SIGTERM), shut down.
 fn sim(args: SimArgs) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_stderr_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -990,6 +960,32 @@ fn sim(args: SimArgs) -> Result<(), String> {
         let stop = stop_signal().map_err(|e| format!("kdp sim: cannot listen for Ctrl-C: {e}"))?;
         run_sim(args, &mut std::io::stdout(), stop).await
     })
+}
+
+/// Logs (tracing) to stderr, filtered by `RUST_LOG`, else at `default_level`.
+fn init_stderr_logging(default_level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A current-thread runtime with the stop-signal handlers already installed in it (see
+/// [`stop_signal`]); `command` names the subcommand in errors.
+fn signal_runtime(
+    command: &str,
+) -> Result<(tokio::runtime::Runtime, impl Future<Output = std::io::Result<()>>), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("{command}: cannot start the signal runtime: {e}"))?;
+    let stop = runtime
+        .block_on(async { stop_signal() })
+        .map_err(|e| format!("{command}: cannot listen for Ctrl-C: {e}"))?;
+    Ok((runtime, stop))
 }
 
 /// Completes at the first SIGINT (Ctrl-C) or SIGTERM. Both handlers are installed before this
