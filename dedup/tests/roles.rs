@@ -16,7 +16,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
 
 use kdp_dedup::ledger::{CoverageGaps, GapInterval, LedgerDelta, MinuteCount, Uncovered};
 use kdp_dedup::limits::MergeLimits;
@@ -27,64 +26,11 @@ use kdp_dedup::schema::PRODUCTION;
 use kdp_dedup::sink::{Sink, SinkOptions, Written};
 use kdp_engine::event::{Level, Side};
 use kdp_engine::pg::migrate::migrate;
-use kdp_engine::pg::testing::TestDatabase;
+use kdp_engine::pg::testing::{LoginUser, TestDatabase, assert_refused};
 use kdp_ingest::rest::RateBudget;
-use postgres::error::SqlState;
 use support::{delta, event_lifecycle, market_lifecycle, ticker, trade};
 
-const WAIT: Duration = Duration::from_secs(30);
 const MINUTE: i64 = 60_000_000_000;
-
-/// A LOGIN user of this test, member of one group role, dropped (cluster-wide) on drop.
-struct LoginUser {
-    name: String,
-    db_config: postgres::Config,
-    admin: postgres::Config,
-}
-
-impl LoginUser {
-    /// `<database>_<suffix>`: unique in the cluster because the database name is.
-    fn new(db: &TestDatabase, group: &str, suffix: &str) -> LoginUser {
-        let name = format!("{}_{suffix}", db.name());
-        let mut admin = db.connect().expect("connect as owner");
-        admin
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN; GRANT {group} TO {name}"))
-            .unwrap_or_else(|e| panic!("create {name}: {e}"));
-        let mut db_config = db.config();
-        db_config.user(&name);
-        LoginUser { name, db_config, admin: db.config() }
-    }
-
-    fn config(&self) -> postgres::Config {
-        self.db_config.clone()
-    }
-
-    fn connect(&self) -> postgres::Client {
-        self.db_config
-            .connect(postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
-    }
-}
-
-impl Drop for LoginUser {
-    fn drop(&mut self) {
-        // End its sessions first (their temporary tables belong to it and go with the session,
-        // whose exit cleanup may still be running: retry).
-        let Ok(mut admin) = self.admin.connect(postgres::NoTls) else { return };
-        let _ = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            &[&self.name],
-        );
-        let deadline = Instant::now() + WAIT;
-        while let Err(error) = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name)) {
-            if Instant::now() > deadline {
-                eprintln!("could not drop role {}: {error}", self.name);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// A fresh production database migrated by the owner, PUBLIC's database privileges revoked.
 fn migrated() -> TestDatabase {
@@ -96,19 +42,6 @@ fn migrated() -> TestDatabase {
         .batch_execute(&format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", db.name()))
         .expect("revoke");
     db
-}
-
-/// Runs `sql` and expects PostgreSQL to refuse it for lack of privilege (SQLSTATE 42501).
-fn refused(client: &mut postgres::Client, sql: &str) {
-    match client.batch_execute(sql) {
-        Ok(()) => panic!("{sql:?} was allowed"),
-        Err(e) => assert_eq!(
-            e.code(),
-            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-            "{sql:?} failed otherwise: {:?}",
-            e.as_db_error()
-        ),
-    }
 }
 
 fn count(client: &mut postgres::Client, table: &str) -> i64 {
@@ -282,7 +215,7 @@ fn kdp_dedup_runs_the_real_sink_through_both_paths_and_cannot_change_history() {
         "INSERT INTO schema_migrations (schema, version, name, checksum) \
          VALUES ('production', 5, 'x', 'x')",
     ] {
-        refused(&mut d, sql);
+        assert_refused(&mut d, sql);
     }
     assert_eq!(count(&mut d, "delta"), 3);
 }
@@ -385,7 +318,7 @@ fn kdp_reader_selects_every_table_and_writes_nothing() {
         "CREATE TABLE public.mine (x integer)",
         "CREATE TEMP TABLE mine (x integer)",
     ] {
-        refused(&mut r, sql);
+        assert_refused(&mut r, sql);
     }
     assert_eq!(count(&mut r, "delta"), 2);
 }

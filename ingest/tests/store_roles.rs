@@ -15,66 +15,15 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use kdp_engine::event::{BookSide, Level, Side};
 use kdp_engine::pg::migrate::migrate;
-use kdp_engine::pg::testing::TestDatabase;
+use kdp_engine::pg::testing::{LoginUser, TestDatabase, assert_refused};
 use kdp_ingest::store::{
     DeltaRecord, EventLifecycleRecord, GATHERER, GapKind, GapMarker, MarketLifecycleRecord,
     NOTIFY_CHANNEL, Origin, RawFrame, RawReason, Record, SnapshotRecord, SnapshotSource,
     TradeRecord, Writer, WriterLimits, WriterOptions, WriterStats,
 };
-use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A LOGIN user of this test, member of one group role, dropped (cluster-wide) on drop.
-struct LoginUser {
-    name: String,
-    db_config: postgres::Config,
-    admin: postgres::Config,
-}
-
-impl LoginUser {
-    /// `<database>_<suffix>`: unique in the cluster because the database name is.
-    fn new(db: &TestDatabase, group: &str, suffix: &str) -> LoginUser {
-        let name = format!("{}_{suffix}", db.name());
-        let mut admin = db.connect().unwrap_or_else(|e| panic!("{e}"));
-        admin
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN; GRANT {group} TO {name}"))
-            .unwrap_or_else(|e| panic!("create {name}: {e}"));
-        let mut db_config = db.config();
-        db_config.user(&name);
-        LoginUser { name, db_config, admin: db.config() }
-    }
-
-    fn config(&self) -> postgres::Config {
-        self.db_config.clone()
-    }
-
-    fn connect(&self) -> postgres::Client {
-        self.db_config
-            .connect(postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
-    }
-}
-
-impl Drop for LoginUser {
-    fn drop(&mut self) {
-        // End its sessions first; a session's exit cleanup may still be running, so retry.
-        let Ok(mut admin) = self.admin.connect(postgres::NoTls) else { return };
-        let _ = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            &[&self.name],
-        );
-        let deadline = Instant::now() + WAIT;
-        while let Err(error) = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name)) {
-            if Instant::now() > deadline {
-                eprintln!("could not drop role {}: {error}", self.name);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// A fresh database migrated by the owner (the test server's superuser), hardened as the
 /// runbook says (`REVOKE ALL ON DATABASE ... FROM PUBLIC`): the roles connect by their own grant.
@@ -87,19 +36,6 @@ fn migrated() -> TestDatabase {
         .batch_execute(&format!("REVOKE ALL ON DATABASE {} FROM PUBLIC", db.name()))
         .unwrap_or_else(|e| panic!("{e}"));
     db
-}
-
-/// Runs `sql` and expects PostgreSQL to refuse it for lack of privilege (SQLSTATE 42501).
-fn refused(client: &mut postgres::Client, sql: &str) {
-    match client.batch_execute(sql) {
-        Ok(()) => panic!("{sql:?} was allowed"),
-        Err(e) => assert_eq!(
-            e.code(),
-            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-            "{sql:?} failed otherwise: {:?}",
-            e.as_db_error()
-        ),
-    }
 }
 
 fn ring() -> Arc<ArrayQueue<Record>> {
@@ -300,7 +236,7 @@ fn the_writer_role_runs_the_real_writer_and_cannot_change_history() {
         "CREATE TABLE mine (x integer)",
         "DELETE FROM schema_migrations",
     ] {
-        refused(&mut w, sql);
+        assert_refused(&mut w, sql);
     }
     assert_eq!(count(&mut w, "delta"), 2);
 }
@@ -355,7 +291,7 @@ fn the_reader_role_listens_and_selects_and_cannot_write() {
         "DROP TABLE gap",
         "CREATE TABLE mine (x integer)",
     ] {
-        refused(&mut reader, sql);
+        assert_refused(&mut reader, sql);
     }
     assert_eq!(count(&mut reader, "delta"), 1);
 }

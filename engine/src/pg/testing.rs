@@ -112,3 +112,75 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// A LOGIN role of its own for one test, member of a group role (e.g. `kdp_gatherer_writer`), to
+/// prove what a least-privilege role may and may not do. Named `<database>_<suffix>`: unique in
+/// the cluster because the database name is. Dropped with the handle (its sessions ended first).
+/// Test support: panics on failure, like an assertion.
+#[derive(Debug)]
+pub struct LoginUser {
+    name: String,
+    config: postgres::Config,
+    admin: postgres::Config,
+}
+
+/// How long dropping a [`LoginUser`] retries while the role's ended sessions finish their exit
+/// cleanup (their temporary tables belong to the role).
+const LOGIN_USER_DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl LoginUser {
+    /// Creates the role in `db`'s cluster and grants it `group`; connections as it go to `db`.
+    pub fn new(db: &TestDatabase, group: &str, suffix: &str) -> LoginUser {
+        let name = format!("{}_{suffix}", db.name());
+        let mut admin = db.connect().unwrap_or_else(|e| panic!("connect as the owner: {e}"));
+        admin
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN; GRANT {group} TO {name}"))
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        let mut config = db.config();
+        config.user(&name);
+        LoginUser { name, config, admin: db.config() }
+    }
+
+    /// Connection settings as this role.
+    pub fn config(&self) -> postgres::Config {
+        self.config.clone()
+    }
+
+    /// A connection as this role.
+    pub fn connect(&self) -> postgres::Client {
+        self.config
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
+    }
+}
+
+impl Drop for LoginUser {
+    fn drop(&mut self) {
+        let Ok(mut admin) = self.admin.connect(postgres::NoTls) else { return };
+        let _ = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&self.name],
+        );
+        let deadline = std::time::Instant::now() + LOGIN_USER_DROP_WAIT;
+        while let Err(error) = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name)) {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(role = %self.name, %error, "could not drop a test login role");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs `sql` and asserts PostgreSQL refused it for lack of privilege (SQLSTATE 42501).
+pub fn assert_refused(client: &mut postgres::Client, sql: &str) {
+    match client.batch_execute(sql) {
+        Ok(()) => panic!("{sql:?} was allowed"),
+        Err(e) => assert_eq!(
+            e.code(),
+            Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql:?} failed otherwise: {:?}",
+            e.as_db_error()
+        ),
+    }
+}
