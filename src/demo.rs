@@ -297,7 +297,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     }
     pg.stop().map_err(|e| format!("kdp demo: stopping PostgreSQL: {e}"))?;
     verified.map_err(|f| match f {
-        crate::Failure::Failed(m) | crate::Failure::Usage(m) | crate::Failure::Unavailable(m) => m,
+        crate::Failure::Failed(m) | crate::Failure::Usage(m) => m,
     })
 }
 

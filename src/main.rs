@@ -336,23 +336,19 @@ fn parse_public_key_arg(s: &str) -> Result<(String, PathBuf), String> {
 
 #[cfg(test)]
 impl Command {
-    /// The subcommand's name and the work that built it.
-    fn planned(&self) -> (&'static str, &'static str) {
-        const SIM: &str = "the exchange simulator (issue 3)";
-        const GATHERER: &str = "the gatherer (issue 4)";
-        const DEDUP: &str = "the deduplicator (issue 5)";
-        const OPS: &str = "the demo and operations work (issue 6)";
+    /// The subcommand's name on the command line.
+    fn name(&self) -> &'static str {
         match self {
-            Command::Sim(_) => ("sim", SIM),
-            Command::Gatherer(_) => ("gatherer", GATHERER),
-            Command::Migrate(_) => ("migrate", GATHERER),
-            Command::Dedup(_) => ("dedup", DEDUP),
-            Command::Verify(_) => ("verify", DEDUP),
-            Command::Coverage(_) => ("coverage", DEDUP),
-            Command::Demo(_) => ("demo", OPS),
-            Command::Book(_) => ("book", OPS),
-            Command::Trades(_) => ("trades", OPS),
-            Command::CheckConfig(_) => ("check-config", OPS),
+            Command::Sim(_) => "sim",
+            Command::Gatherer(_) => "gatherer",
+            Command::Migrate(_) => "migrate",
+            Command::Dedup(_) => "dedup",
+            Command::Verify(_) => "verify",
+            Command::Coverage(_) => "coverage",
+            Command::Demo(_) => "demo",
+            Command::Book(_) => "book",
+            Command::Trades(_) => "trades",
+            Command::CheckConfig(_) => "check-config",
         }
     }
 }
@@ -360,9 +356,6 @@ impl Command {
 /// How a command failed; `main` prints the text and exits with the status.
 #[derive(Debug, PartialEq, Eq)]
 enum Failure {
-    /// A subcommand not built yet (status 2, like a usage error); every one is built now.
-    #[allow(dead_code)]
-    Unavailable(String),
     /// The command ran and failed (status 1).
     Failed(String),
     /// The command could not run: bad arguments, a file or database it cannot read (status 2).
@@ -388,7 +381,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Unavailable(message) | Failure::Usage(message)) => {
+        Err(Failure::Usage(message)) => {
             eprintln!("{message}");
             ExitCode::from(2)
         }
@@ -1393,12 +1386,12 @@ mod tests {
     fn every_subcommand_parses() {
         for name in ["sim", "demo", "migrate"] {
             let cli = Cli::try_parse_from(["kdp", name]);
-            assert_eq!(cli.map(|c| c.command.planned().0).ok(), Some(name));
+            assert_eq!(cli.map(|c| c.command.name()).ok(), Some(name));
         }
         let gatherer = Cli::try_parse_from(["kdp", "gatherer", "--config", "g.toml"]);
-        assert_eq!(gatherer.map(|c| c.command.planned().0).ok(), Some("gatherer"));
+        assert_eq!(gatherer.map(|c| c.command.name()).ok(), Some("gatherer"));
         let dedup = Cli::try_parse_from(["kdp", "dedup", "--config", "d.toml"]);
-        assert_eq!(dedup.map(|c| c.command.planned().0).ok(), Some("dedup"));
+        assert_eq!(dedup.map(|c| c.command.name()).ok(), Some("dedup"));
         assert!(Cli::try_parse_from(["kdp", "dedup"]).is_err(), "dedup needs --config");
         let verify = Cli::try_parse_from([
             "kdp",
